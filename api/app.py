@@ -1,0 +1,66 @@
+"""Build the FastAPI application; its lifespan opens the store, Ray and the dispatcher."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routes import health, studies
+from searchsvc import __version__
+from searchsvc.config import Settings
+from searchsvc.service import StudyService
+from searchsvc.store import Store
+
+log = logging.getLogger("searchsvc.api")
+
+
+def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> FastAPI:
+    """The control plane. With ``dispatch=False`` it serves the API alone (no Ray):
+    studies are stored and stay pending until a dispatching instance picks them up."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database_url = settings.resolved_database_url()
+        store = Store.open(database_url)
+        app.state.service = StudyService(store)
+        app.state.ray = None
+        app.state.dispatcher = None
+        if dispatch:
+            from searchsvc.dispatch.dispatcher import Dispatcher
+            from searchsvc.dispatch.ray_cluster import connect_ray, disconnect_ray
+
+            ray = connect_ray(settings.ray_address, num_cpus=settings.ray_num_cpus, dashboard_port=settings.ray_dashboard_port)
+            dispatcher = Dispatcher(
+                store,
+                database_url=database_url,
+                ray_address=ray.address,
+                dashboard_url=ray.dashboard_url,
+                data_dir=settings.resolved_data_dir(),
+                interval_s=settings.dispatch_interval_s,
+                max_running=settings.max_running_studies,
+            )
+            dispatcher.start()
+            app.state.ray, app.state.dispatcher = ray, dispatcher
+        try:
+            yield
+        finally:
+            if app.state.dispatcher is not None:
+                app.state.dispatcher.shutdown()
+                disconnect_ray()
+            store.close()
+
+    app = FastAPI(
+        title="searchsvc",
+        version=__version__,
+        description="Search hyperparameters and prefix architectures for multi-task PEFT.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(studies.router)
+    return app

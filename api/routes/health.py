@@ -1,0 +1,55 @@
+"""Liveness and Prometheus metrics, at the root (no auth: scraped by infrastructure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from searchsvc.store import STUDY_STATES, TRIAL_STATES
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz(request: Request) -> dict[str, Any]:
+    service = request.app.state.service
+    service.store.count_by_state()  # touches the database: a broken one fails here
+    ray = request.app.state.ray
+    dispatcher = request.app.state.dispatcher
+    return {
+        "status": "ok",
+        "database": "ok",
+        "ray_address": ray.address if ray else None,
+        "dashboard_url": ray.dashboard_url if ray else None,
+        "dispatcher": "running" if dispatcher else "off",
+    }
+
+
+class _StoreCollector:
+    """Reads the counts from SQL at scrape time, so every replica reports the truth."""
+
+    def __init__(self, request: Request) -> None:
+        self.store = request.app.state.service.store
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        studies, trials, reports = self.store.count_by_state()
+        g = GaugeMetricFamily("searchsvc_studies", "Studies by state", labels=["state"])
+        for state in STUDY_STATES:
+            g.add_metric([state], studies.get(state, 0))
+        yield g
+        g = GaugeMetricFamily("searchsvc_trials", "Trials by state", labels=["state"])
+        for state in TRIAL_STATES:
+            g.add_metric([state], trials.get(state, 0))
+        yield g
+        yield GaugeMetricFamily("searchsvc_reports", "Per-epoch reports stored", value=reports)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(request: Request) -> PlainTextResponse:
+    registry = CollectorRegistry()
+    registry.register(_StoreCollector(request))  # type: ignore[arg-type]
+    return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")

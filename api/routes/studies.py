@@ -1,0 +1,70 @@
+"""Study routes under /v1. Thin: parse, call the service, return a schema."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import StreamingResponse
+
+from api.deps import CurrentUser, ServiceDep
+from api.schemas import BestOut, ListOut, ReportOut, StudyOut, TrialOut
+
+router = APIRouter(prefix="/v1/studies", tags=["studies"])
+
+
+@router.post("", status_code=201, response_model=StudyOut)
+def create_study(
+    user: CurrentUser, service: ServiceDep, spec: Annotated[Any, Body(description="a study spec, see DESIGN.md")]
+) -> StudyOut:
+    return StudyOut.of(service.submit(user, spec))
+
+
+@router.get("", response_model=ListOut[StudyOut])
+def list_studies(user: CurrentUser, service: ServiceDep, state: Annotated[str | None, Query()] = None) -> ListOut[StudyOut]:
+    views = service.list(user, state=state)
+    return ListOut(data=[StudyOut.of(v) for v in views], count=len(views))
+
+
+@router.get("/{study_id}", response_model=StudyOut)
+def get_study(study_id: int, user: CurrentUser, service: ServiceDep) -> StudyOut:
+    return StudyOut.of(service.get(user, study_id))
+
+
+@router.get("/{study_id}/trials", response_model=ListOut[TrialOut])
+def list_trials(study_id: int, user: CurrentUser, service: ServiceDep) -> ListOut[TrialOut]:
+    trials = service.trials(user, study_id)
+    return ListOut(data=[TrialOut.of(t) for t in trials], count=len(trials))
+
+
+@router.get("/{study_id}/trials/{trial_id}/reports", response_model=ListOut[ReportOut])
+def list_reports(study_id: int, trial_id: int, user: CurrentUser, service: ServiceDep) -> ListOut[ReportOut]:
+    reports = service.reports(user, study_id, trial_id)
+    return ListOut(data=[ReportOut.of(r) for r in reports], count=len(reports))
+
+
+@router.get("/{study_id}/best", response_model=BestOut)
+def best_trial(study_id: int, user: CurrentUser, service: ServiceDep) -> BestOut:
+    trial, report = service.best(user, study_id)
+    return BestOut(objective=report.objective, trial=TrialOut.of(trial), report=ReportOut.of(report))
+
+
+@router.post("/{study_id}/stop", response_model=StudyOut)
+def stop_study(study_id: int, user: CurrentUser, service: ServiceDep) -> StudyOut:
+    return StudyOut.of(service.stop(user, study_id))
+
+
+@router.get("/{study_id}/artifact", response_class=StreamingResponse)
+def download_artifact(study_id: int, user: CurrentUser, service: ServiceDep) -> StreamingResponse:
+    """The best trial's best checkpoint, as a gzipped tar of its directory."""
+    trial, path = service.artifact(user, study_id)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(path, arcname=f"study-{study_id}-trial-{trial.number}")
+    buffer.seek(0)
+    filename = f"study-{study_id}-best.tar.gz"
+    return StreamingResponse(
+        buffer, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

@@ -1,0 +1,106 @@
+"""Response schemas, separate from the store's types (which they are built from)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from searchsvc.service import StudyView
+from searchsvc.store import Report, Trial
+
+T = TypeVar("T")
+
+
+class ListOut(BaseModel, Generic[T]):
+    data: list[T]
+    count: int
+
+
+class ProgressOut(BaseModel):
+    total: int
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    stopped: int
+    best_objective: float | None
+
+
+class StudyOut(BaseModel):
+    id: int
+    name: str
+    state: str
+    owner: str
+    spec: dict[str, Any]
+    stop_requested: bool
+    error: str | None
+    ray_experiment: str | None
+    dashboard_url: str | None
+    progress: ProgressOut
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, view: StudyView) -> StudyOut:
+        s, p = view.study, view.progress
+        return cls(
+            id=s.id, name=s.name, state=s.state, owner=s.owner, spec=s.spec, stop_requested=s.stop_requested,
+            error=s.error, ray_experiment=s.ray_experiment, dashboard_url=s.dashboard_url,
+            progress=ProgressOut(total=p.total, best_objective=p.best_objective, **p.counts),
+            created_at=s.created_at, updated_at=s.updated_at, started_at=s.started_at, finished_at=s.finished_at,
+        )
+
+
+class TrialOut(BaseModel):
+    id: int
+    number: int
+    state: str
+    config: dict[str, Any]
+    attempt: int
+    error: str | None
+    best_objective: float | None
+    num_reports: int
+    checkpoint_path: str | None
+    ray_trial_id: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+
+    @classmethod
+    def of(cls, t: Trial) -> TrialOut:
+        duration = (t.finished_at - t.started_at).total_seconds() if t.started_at and t.finished_at else None
+        return cls(
+            id=t.id, number=t.number, state=t.state, config=t.config, attempt=t.attempt, error=t.error,
+            best_objective=t.best_objective, num_reports=t.num_reports, checkpoint_path=t.checkpoint_path,
+            ray_trial_id=t.ray_trial_id, created_at=t.created_at, started_at=t.started_at,
+            finished_at=t.finished_at, duration_s=duration,
+        )
+
+
+class ReportOut(BaseModel):
+    id: int
+    trial_id: int
+    attempt: int
+    epoch: int
+    objective: float | None
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, r: Report) -> ReportOut:
+        return cls(
+            id=r.id, trial_id=r.trial_id, attempt=r.attempt, epoch=r.epoch, objective=r.objective,
+            metrics=r.metrics, checkpoint_path=r.checkpoint_path, created_at=r.created_at,
+        )
+
+
+class BestOut(BaseModel):
+    objective: float | None
+    trial: TrialOut
+    report: ReportOut

@@ -1,0 +1,5 @@
+import sys
+
+from searchsvc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,189 @@
+"""The Python SDK: ``Client`` talks to the REST API; ``Study`` wraps one study."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from searchsvc.client._errors import StudyTimeout, error_for
+from searchsvc.client._progress import StudyProgressBar
+
+TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def load_spec(spec: dict[str, Any] | str | Path, *, base: Path | None = None) -> dict[str, Any]:
+    """A spec as a dict: given as a dict, YAML/JSON text, or a path to a YAML/JSON file.
+
+    Relative task paths are made absolute against ``base`` (default: the working
+    directory, where the user stands when typing them): the server cannot know that.
+    """
+    if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and Path(spec).is_file()):
+        path = Path(spec)
+        data = _parse_text(path.read_text(encoding="utf-8"))
+    elif isinstance(spec, str):
+        data = _parse_text(spec)
+    else:
+        data = dict(spec)
+    if isinstance(data, dict):
+        data = _absolute_task_paths(data, base or Path.cwd())
+    return data  # type: ignore[no-any-return]
+
+
+def _parse_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        import yaml
+
+        return yaml.safe_load(text)
+
+
+def _absolute_task_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    tasks = data.get("tasks")
+    if not isinstance(tasks, list):
+        return data
+    fixed = []
+    for task in tasks:
+        if isinstance(task, dict) and isinstance(task.get("path"), str) and not Path(task["path"]).expanduser().is_absolute():
+            task = {**task, "path": str((base / task["path"]).resolve())}
+        fixed.append(task)
+    return {**data, "tasks": fixed}
+
+
+class Client:
+    """``Client(url, token)``; both default to ``SEARCHSVC_URL`` and ``SEARCHSVC_TOKEN``.
+
+    ``transport`` lets tests run the SDK against the real app in-process.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("SEARCHSVC_URL") or DEFAULT_URL).rstrip("/")
+        token = token or os.environ.get("SEARCHSVC_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise error_for(response.status_code, detail)
+        return response
+
+    def create_study(self, spec: dict[str, Any] | str | Path) -> Study:
+        data = load_spec(spec)
+        return Study(self, self.request("POST", "/v1/studies", json=data).json())
+
+    def study(self, study_id: int) -> Study:
+        return Study(self, self.request("GET", f"/v1/studies/{study_id}").json())
+
+    def studies(self, *, state: str | None = None) -> list[Study]:
+        params = {"state": state} if state else None
+        body = self.request("GET", "/v1/studies", params=params).json()
+        return [Study(self, item) for item in body["data"]]
+
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/healthz").json()  # type: ignore[no-any-return]
+
+
+class Study:
+    """One study. Attributes mirror the API's study object; ``refresh()`` re-reads it."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self._client = client
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Study(id={self.id}, name={self.name!r}, state={self.state!r})"
+
+    @property
+    def id(self) -> int:
+        return int(self.data["id"])
+
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+    @property
+    def state(self) -> str:
+        return str(self.data["state"])
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        return dict(self.data["progress"])
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return self.data.get("dashboard_url")
+
+    def refresh(self) -> Study:
+        self.data = self._client.request("GET", f"/v1/studies/{self.id}").json()
+        return self
+
+    def wait(self, *, progress: bool = False, timeout: float | None = None, poll_s: float = 1.0) -> Study:
+        """Block until the study is completed, failed or stopped.
+
+        Raises StudyTimeout after ``timeout`` seconds (the study keeps running).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = StudyProgressBar(self.name, self.progress["total"]) if progress else None
+        try:
+            while True:
+                self.refresh()
+                if bar:
+                    bar.update(self.data)
+                if self.state in TERMINAL_STATES:
+                    return self
+                if deadline is not None and time.monotonic() > deadline:
+                    raise StudyTimeout(f"study {self.id} still {self.state} after {timeout} s")
+                time.sleep(poll_s)
+        finally:
+            if bar:
+                bar.close()
+
+    def trials(self) -> list[dict[str, Any]]:
+        return list(self._client.request("GET", f"/v1/studies/{self.id}/trials").json()["data"])
+
+    def reports(self, trial_id: int) -> list[dict[str, Any]]:
+        return list(self._client.request("GET", f"/v1/studies/{self.id}/trials/{trial_id}/reports").json()["data"])
+
+    def best(self) -> dict[str, Any]:
+        """``{"objective", "trial", "report"}`` of the best trial so far. Raises NotFound if none reported."""
+        return self._client.request("GET", f"/v1/studies/{self.id}/best").json()  # type: ignore[no-any-return]
+
+    def stop(self) -> Study:
+        self.data = self._client.request("POST", f"/v1/studies/{self.id}/stop").json()
+        return self
+
+    def download_artifact(self, path: str | Path) -> Path:
+        """Save the best trial's checkpoint (a .tar.gz) to ``path``; a folder gets the server's file name."""
+        response = self._client.request("GET", f"/v1/studies/{self.id}/artifact")
+        target = Path(path)
+        if target.is_dir():
+            target = target / f"study-{self.id}-best.tar.gz"
+        target.write_bytes(response.content)
+        return target

@@ -1,0 +1,36 @@
+"""One settings object, built at start-up from flags and the environment, passed down.
+
+Precedence: explicit arguments (CLI flags) first, then ``SEARCHSVC_*`` environment
+variables, then the embedded defaults (an SQLite file and a local Ray).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEARCHSVC_", extra="ignore")
+
+    database_url: str = Field("", description="SQLAlchemy URL; empty means an SQLite file in the working directory")
+    ray_address: str | None = Field(None, description="an existing Ray cluster; unset starts a local Ray")
+    data_dir: Path = Field(Path("searchsvc-data"), description="checkpoints, Ray results and runner logs")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ray_num_cpus: int | None = Field(None, description="CPUs of the local Ray (default: all)")
+    ray_dashboard_port: int = 8265
+    dispatch_interval_s: float = Field(1.0, gt=0, description="how often the dispatcher looks for new studies")
+    max_running_studies: int = Field(4, gt=0)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(Path.cwd() / 'searchsvc.db').resolve()}"
+
+    def resolved_data_dir(self) -> Path:
+        path = self.data_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path

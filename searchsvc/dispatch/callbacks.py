@@ -1,0 +1,107 @@
+"""Tune callback and stopper that connect a running Tune experiment to the SQL store.
+
+This module is the one place that maps Ray's trial ids to ours.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from searchsvc.store import Store
+
+# Keys Tune adds to every result; they are bookkeeping, not the trial's metrics.
+_TUNE_KEYS = frozenset(
+    {
+        "done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
+        "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+        "should_checkpoint",
+    }
+)
+
+
+def _clean_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {}
+    for key, value in result.items():
+        if key in _TUNE_KEYS or key.startswith("experiment_") or key.startswith("episode_"):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None  # JSON has no NaN; a missing score is honest
+        metrics[key] = value
+    metrics["node_ip"] = result.get("node_ip")
+    return metrics
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        return Path(path).read_text(encoding="utf-8", errors="replace")[-20_000:]
+    return "trial failed (no error file from Ray)"
+
+
+class StoreCallback(tune.Callback):
+    """Writes trial starts, per-epoch reports, checkpoints and ends to the store as they happen."""
+
+    def __init__(self, store: Store, study_id: int, *, metric: str, mode: str) -> None:
+        self.store = store
+        self.study_id = study_id
+        self.metric = metric
+        self.mode = mode
+        self._ids: dict[str, int] = {}  # Ray trial id -> our trial id
+
+    def _trial_id(self, trial: Any) -> int:
+        if trial.trial_id not in self._ids:
+            self._ids[trial.trial_id] = self.store.trial_by_ray_id(self.study_id, trial.trial_id).id
+        return self._ids[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        row = self.store.start_trial(self.study_id, ray_trial_id=trial.trial_id, config=dict(trial.config))
+        self._ids[trial.trial_id] = row.id
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        metrics = _clean_metrics(result)
+        objective = metrics.get(self.metric)
+        epoch = int(metrics.get("epoch") or result.get("training_iteration") or 0)
+        self.store.add_report(
+            self._trial_id(trial),
+            epoch=epoch,
+            objective=float(objective) if isinstance(objective, (int, float)) else None,
+            metrics=metrics,
+            mode=self.mode,
+        )
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        self.store.attach_checkpoint(self._trial_id(trial), path=str(checkpoint.path))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Tune marks a trial ended by our stopper as done too, so the stop flag decides.
+        stopped = self.store.is_stop_requested(self.study_id)
+        self.store.finish_trial(self._trial_id(trial), "stopped" if stopped else "completed")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.store.finish_trial(self._trial_id(trial), "failed", error=_error_text(trial))
+
+
+class StopWhenRequested(tune.Stopper):
+    """Ends the whole experiment once someone asked the study to stop (polled, at most 1/s)."""
+
+    def __init__(self, store: Store, study_id: int, *, poll_s: float = 1.0) -> None:
+        self.store = store
+        self.study_id = study_id
+        self.poll_s = poll_s
+        self._checked_at = 0.0
+        self._stop = False
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        now = time.monotonic()
+        if not self._stop and now - self._checked_at >= self.poll_s:
+            self._checked_at = now
+            self._stop = self.store.is_stop_requested(self.study_id)
+        return self._stop

@@ -1,0 +1,36 @@
+"""The Ray Tune trial function: the one entry point from dispatch into ``workers``.
+
+It runs on a Ray worker, calls :func:`workers.run_trial`, and turns each epoch's report
+into ``tune.report`` (with the checkpoint directory, which Tune copies to the study's
+storage). Nothing else in ``searchsvc`` imports ``workers``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from ray import tune
+
+from searchsvc.spec import StudySpec
+
+
+def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
+    spec_data = spec.to_dict()
+
+    def searchsvc_trial(config: dict[str, Any]) -> None:
+        from searchsvc.spec import parse_spec
+        from workers import run_trial
+
+        trial_spec = parse_spec(spec_data)  # re-checked on the worker: its task folders must exist there too
+
+        def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            tune.report(dict(metrics), checkpoint=checkpoint)
+
+        with tempfile.TemporaryDirectory(prefix="searchsvc-trial-") as workdir:
+            run_trial(dict(config), spec=trial_spec, report=report, workdir=workdir)
+
+    resources: dict[str, float] = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu, **spec.resources.custom}
+    return tune.with_resources(searchsvc_trial, resources)

@@ -1,0 +1,76 @@
+"""User-facing operations on studies, with ownership enforced in one place.
+
+The API's routes call these and nothing else; every function takes the acting user and
+raises our own errors (``NotFoundError`` for another user's study, never a hint that it
+exists), which the API maps to HTTP status codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from searchsvc.errors import NotFoundError
+from searchsvc.spec import parse_spec
+from searchsvc.store import Report, Store, Study, Trial, User
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    total: int
+    counts: dict[str, int]
+    best_objective: float | None
+
+
+@dataclass(frozen=True)
+class StudyView:
+    study: Study
+    progress: StudyProgress
+
+
+class StudyService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def submit(self, user: User, raw_spec: Any) -> StudyView:
+        """Validate the spec (raises SpecError, storing nothing) and store a pending study."""
+        spec = parse_spec(raw_spec)
+        return self._view(self.store.create_study(user.id, spec))
+
+    def get(self, user: User, study_id: int) -> StudyView:
+        return self._view(self.store.get_study(study_id, owner_id=user.id))
+
+    def list(self, user: User, *, state: str | None = None) -> list[StudyView]:
+        studies = self.store.list_studies(owner_id=user.id, states=[state] if state else None)
+        return [self._view(study) for study in studies]
+
+    def trials(self, user: User, study_id: int) -> list[Trial]:
+        return self.store.list_trials(study_id, owner_id=user.id)
+
+    def reports(self, user: User, study_id: int, trial_id: int) -> list[Report]:
+        return self.store.list_reports(study_id, trial_id, owner_id=user.id)
+
+    def best(self, user: User, study_id: int) -> tuple[Trial, Report]:
+        """Raises NotFoundError until some trial has reported an objective."""
+        best = self.store.best_trial(study_id, owner_id=user.id)
+        if best is None:
+            raise NotFoundError(f"study {study_id} has no reported trial yet")
+        return best
+
+    def stop(self, user: User, study_id: int) -> StudyView:
+        return self._view(self.store.request_stop(study_id, owner_id=user.id))
+
+    def artifact(self, user: User, study_id: int) -> tuple[Trial, Path]:
+        """The best trial's best checkpoint directory. Raises NotFoundError if there is none."""
+        trial, report = self.best(user, study_id)
+        path = report.checkpoint_path or trial.checkpoint_path
+        if not path or not Path(path).is_dir():
+            raise NotFoundError(f"study {study_id}: the best trial has no checkpoint on this server")
+        return trial, Path(path)
+
+    def _view(self, study: Study) -> StudyView:
+        counts = self.store.trial_counts(study.id)
+        best = self.store.best_trial(study.id)
+        total = int((study.spec.get("search") or {}).get("num_trials", 0))
+        return StudyView(study, StudyProgress(total=total, counts=counts, best_objective=best[1].objective if best else None))

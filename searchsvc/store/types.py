@@ -1,0 +1,73 @@
+"""Plain, immutable domain types the store hands out.
+
+SQLAlchemy rows never leave :mod:`searchsvc.store`; callers get these dataclasses
+instead, so the API, the dispatcher and the tests depend on our types, not on the ORM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+StudyState = Literal["pending", "running", "paused", "completed", "failed", "stopped"]
+TrialState = Literal["pending", "running", "completed", "failed", "stopped"]
+
+STUDY_STATES: tuple[str, ...] = ("pending", "running", "paused", "completed", "failed", "stopped")
+TERMINAL_STUDY_STATES: frozenset[str] = frozenset({"completed", "failed", "stopped"})
+TRIAL_STATES: tuple[str, ...] = ("pending", "running", "completed", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Study:
+    id: int
+    name: str
+    owner: str
+    owner_id: int
+    state: StudyState
+    spec: dict[str, Any]
+    stop_requested: bool
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    ray_experiment: str | None = None
+    dashboard_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: int
+    study_id: int
+    number: int
+    ray_trial_id: str
+    state: TrialState
+    config: dict[str, Any]
+    attempt: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    checkpoint_path: str | None
+    best_objective: float | None
+    num_reports: int = 0
+
+
+@dataclass(frozen=True)
+class Report:
+    id: int
+    trial_id: int
+    attempt: int
+    epoch: int
+    objective: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    checkpoint_path: str | None = None
+    created_at: datetime | None = None
