@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from searchsvc.store import Store
+from tests.utils.databases import BACKENDS, fresh_database
+from tests.utils.tasks import write_task
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every test that takes this runs once on SQLite and once on PostgreSQL."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = Store.open(database_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def two_tasks(tmp_path: Path) -> list[dict]:
+    data = tmp_path / "data"
+    return [write_task(data, "senti", "single", seed=1), write_task(data, "pairs", "pair", seed=2)]
+
+
+@pytest.fixture
+def minimal_spec(two_tasks: list[dict]) -> dict:
+    return {"name": "t", "model": "some/model", "tasks": two_tasks}

@@ -1,0 +1,100 @@
+"""One conformance suite for the store, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect
+
+from searchsvc.errors import AuthError, ConflictError, NotFoundError
+from searchsvc.spec import parse_spec
+from searchsvc.store import Store
+from searchsvc.store.database import schema_is_current
+from searchsvc.store.models import Base
+
+
+def test_migrations_match_models_and_are_idempotent(store: Store, database_url: str) -> None:
+    assert schema_is_current(store.engine)
+    tables = set(inspect(store.engine).get_table_names()) - {"alembic_version"}
+    assert tables == set(Base.metadata.tables)
+    for name, table in Base.metadata.tables.items():
+        columns = {c["name"] for c in inspect(store.engine).get_columns(name)}
+        assert columns == set(table.columns.keys()), name
+    Store.open(database_url).close()  # a second start migrates nothing and fails on nothing
+
+
+def test_tokens_are_hashed_and_authenticate(store: Store) -> None:
+    user, token = store.issue_token("alice")
+    assert store.authenticate(token) == user
+    with store.engine.connect() as conn:
+        stored = [row[0] for row in conn.exec_driver_sql("SELECT token_hash FROM api_tokens")]
+    assert token not in stored and len(stored[0]) == 64
+    for bad in (None, "", "ss_wrong"):
+        with pytest.raises(AuthError):
+            store.authenticate(bad)
+
+
+def test_study_lifecycle_and_isolation(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    bob, _ = store.issue_token("bob")
+    study = store.create_study(alice.id, parse_spec(minimal_spec))
+    assert study.state == "pending" and study.owner == "alice"
+    with pytest.raises(NotFoundError):
+        store.get_study(study.id, owner_id=bob.id)
+    assert store.list_studies(owner_id=bob.id) == []
+    claimed = store.claim_pending_studies()
+    assert [s.id for s in claimed] == [study.id] and claimed[0].state == "running"
+    assert store.claim_pending_studies() == []  # claimed exactly once
+    assert store.request_stop(study.id, owner_id=alice.id).stop_requested
+    assert store.finish_study(study.id, "stopped").state == "stopped"
+    with pytest.raises(ConflictError):
+        store.request_stop(study.id, owner_id=alice.id)
+
+
+def test_pending_study_stops_at_once(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    study = store.create_study(alice.id, parse_spec(minimal_spec))
+    assert store.request_stop(study.id).state == "stopped"
+
+
+def test_reports_are_stored_once_and_best_is_the_max(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    study = store.create_study(alice.id, parse_spec(minimal_spec))
+    t0 = store.start_trial(study.id, ray_trial_id="r0", config={"lr": 0.01})
+    t1 = store.start_trial(study.id, ray_trial_id="r1", config={"lr": 0.02})
+    assert (t0.number, t1.number) == (0, 1)
+    store.add_report(t0.id, epoch=1, objective=0.5, metrics={"avg_dev_score": 0.5})
+    store.add_report(t0.id, epoch=2, objective=0.7, metrics={"avg_dev_score": 0.7})
+    store.attach_checkpoint(t0.id, path="/ckpt/t0-e2")
+    store.add_report(t1.id, epoch=1, objective=0.6, metrics={"avg_dev_score": 0.6})
+    again = store.add_report(t0.id, epoch=2, objective=0.99, metrics={})  # a replay changes nothing
+    assert again.objective == 0.7
+    reports = store.list_reports(study.id, t0.id)
+    assert [(r.epoch, r.objective) for r in reports] == [(1, 0.5), (2, 0.7)]
+    assert reports[1].checkpoint_path == "/ckpt/t0-e2"
+    trial, report = store.best_trial(study.id)  # type: ignore[misc]
+    assert (trial.id, report.epoch, report.objective) == (t0.id, 2, 0.7)
+    assert trial.best_objective == 0.7
+    assert store.trial_counts(study.id)["running"] == 2
+    assert store.mark_unfinished_trials(study.id, "stopped") == 2
+
+
+def test_minimise_mode_picks_the_lowest(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    spec = parse_spec({**minimal_spec, "search": {"metric": "train_loss", "mode": "min"}})
+    study = store.create_study(alice.id, spec)
+    t = store.start_trial(study.id, ray_trial_id="r", config={})
+    store.add_report(t.id, epoch=1, objective=0.9, metrics={}, mode="min")
+    store.add_report(t.id, epoch=2, objective=0.3, metrics={}, mode="min")
+    assert store.best_trial(study.id)[1].objective == 0.3  # type: ignore[index]
+    assert store.get_trial(study.id, t.id).best_objective == 0.3
+
+
+def test_restarted_trial_counts_an_attempt(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    study = store.create_study(alice.id, parse_spec(minimal_spec))
+    t = store.start_trial(study.id, ray_trial_id="r", config={})
+    store.add_report(t.id, epoch=1, objective=0.1, metrics={})
+    t = store.start_trial(study.id, ray_trial_id="r", config={})
+    assert t.attempt == 2
+    store.add_report(t.id, epoch=1, objective=0.2, metrics={})
+    assert [(r.attempt, r.epoch) for r in store.list_reports(study.id, t.id)] == [(1, 1), (2, 1)]
