@@ -56,6 +56,14 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    # Ray Tune pickles its callbacks (which hold a store); a store travels as its URL and
+    # reconnects on arrival, without re-running migrations.
+    def __getstate__(self) -> dict[str, str]:
+        return {"url": self.engine.url.render_as_string(hide_password=False)}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__init__(make_engine(state["url"]))  # type: ignore[misc]
+
     def _scope(self):  # type: ignore[no-untyped-def]
         return session_scope(self._sessions)
 

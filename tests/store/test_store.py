@@ -98,3 +98,13 @@ def test_restarted_trial_counts_an_attempt(store: Store, minimal_spec: dict) -> 
     assert t.attempt == 2
     store.add_report(t.id, epoch=1, objective=0.2, metrics={})
     assert [(r.attempt, r.epoch) for r in store.list_reports(study.id, t.id)] == [(1, 1), (2, 1)]
+
+
+def test_store_pickles_as_its_url(store: Store, minimal_spec: dict) -> None:
+    import pickle
+
+    alice, _ = store.issue_token("alice")
+    study = store.create_study(alice.id, parse_spec(minimal_spec))
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.get_study(study.id).name == study.name
+    copy.close()

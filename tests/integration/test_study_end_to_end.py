@@ -1,0 +1,83 @@
+"""A 4-trial study through the real API, a real Ray and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from tests.integration.conftest import LiveService, dump_on_failure, study_spec
+
+pytestmark = pytest.mark.integration
+
+
+def test_four_trial_study_runs_end_to_end(live: LiveService, tmp_path) -> None:
+    study = live.client.create_study(study_spec(live))
+    assert study.state == "pending"
+    study.wait(timeout=900, poll_s=0.5)
+    assert study.state == "completed", dump_on_failure(live)
+
+    # The API's view
+    trials = study.trials()
+    assert len(trials) == 4
+    assert all(t["state"] == "completed" for t in trials), trials
+    assert len({json.dumps(t["config"], sort_keys=True) for t in trials}) == 4  # TPE proposed 4 configs
+    assert study.dashboard_url and study.data["ray_experiment"] == f"searchsvc-study-{study.id}"
+
+    # SQL is the system of record: one report per epoch per trial, read straight from the store
+    persisted = []
+    for trial in live.store.list_trials(study.id):
+        reports = live.store.list_reports(study.id, trial.id)
+        assert [r.epoch for r in reports] == [1, 2], (trial, reports)
+        for r in reports:
+            assert r.objective == r.metrics["avg_dev_score"]
+            assert {"senti/score", "senti/accuracy", "pairs/score", "pairs/f1", "pairs/accuracy", "train_loss"} <= set(r.metrics)
+            assert r.objective == pytest.approx((r.metrics["senti/score"] + r.metrics["pairs/score"]) / 2)
+            persisted.append((r.objective, trial.id, r.epoch))
+        # API reports equal the stored ones
+        api_reports = study.reports(trial.id)
+        assert [(r["epoch"], r["objective"]) for r in api_reports] == [(r.epoch, r.objective) for r in reports]
+
+    best = study.best()
+    top_objective = max(p[0] for p in persisted)
+    assert best["objective"] == top_objective
+    assert (best["objective"], best["trial"]["id"], best["report"]["epoch"]) in persisted
+    assert best["report"]["checkpoint_path"], "the best epoch must have a checkpoint"
+    assert study.progress["best_objective"] == top_objective
+
+    # The artifact is the best trial's checkpoint
+    path = study.download_artifact(tmp_path)
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+    assert any(name.endswith("checkpoint.json") for name in names), names
+
+
+def test_stop_keeps_finished_epochs(live: LiveService) -> None:
+    spec = study_spec(live, name="to-stop", search={"num_trials": 50, "max_concurrent": 1},
+                      train={"max_epochs": 200, "patience": 200, "batch_size": 8, "max_seq_len": 16, "seed": 0})
+    study = live.client.create_study(spec)
+    import time
+
+    deadline = time.monotonic() + 300
+    seen: list = []
+    while time.monotonic() < deadline:
+        trials = study.trials()
+        if trials and trials[0]["num_reports"] >= 2:
+            seen = study.reports(trials[0]["id"])
+            break
+        time.sleep(0.5)
+    assert seen, dump_on_failure(live)
+    study.stop()
+    study.wait(timeout=300, poll_s=0.5)
+    assert study.state == "stopped", dump_on_failure(live)
+    trials = study.trials()
+    assert all(t["state"] in ("stopped", "completed") for t in trials)
+    assert len(trials) < 50
+    kept = study.reports(trials[0]["id"])
+    assert [r["epoch"] for r in kept[: len(seen)]] == [r["epoch"] for r in seen]
+    assert [r["objective"] for r in kept[: len(seen)]] == [r["objective"] for r in seen]
+    assert len(kept) >= len(seen)
+    # the stored study says stopped too, and a second stop is refused
+    assert live.store.get_study(study.id).state == "stopped"
