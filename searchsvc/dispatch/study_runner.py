@@ -65,11 +65,18 @@ def run_study(store: Store, study_id: int, *, ray_address: str | None, storage_d
     if store.is_stop_requested(study_id):
         store.mark_unfinished_trials(study_id, "stopped")
         final = "stopped"
-    else:
-        store.mark_unfinished_trials(study_id, "failed", error="the trial never reported an end")
-        final = "completed"
-    store.finish_study(study_id, final)
-    return final
+        store.finish_study(study_id, final)
+        return final
+    store.mark_unfinished_trials(study_id, "failed", error="the trial never reported an end")
+    counts = store.trial_counts(study_id)
+    if counts["completed"] == 0 and counts["failed"] > 0:
+        # Single failed trials do not fail a study; a study in which every trial failed
+        # found nothing, and saying "completed" would hide a broken setup.
+        first_error = next((t.error for t in store.list_trials(study_id) if t.error), "") or ""
+        store.finish_study(study_id, "failed", error=f"all {counts['failed']} trials failed; the first error:\n{first_error[-8000:]}")
+        return "failed"
+    store.finish_study(study_id, "completed")
+    return "completed"
 
 
 def main(argv: list[str] | None = None) -> int:
