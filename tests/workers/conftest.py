@@ -2,55 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-WORDS = "alpha beta gamma delta river stone cloud green small quick lazy bright".split()
-KEYWORD = "magic"
-
-
-def write_task(folder: Path, *, train: Iterable[dict[str, Any]], dev: Iterable[dict[str, Any]], meta: dict[str, Any]) -> Path:
-    """Write a task folder in the shared-data format."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train", train), ("dev", dev)):
-        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
-    (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    return folder
-
-
-def _sentence(rng: random.Random) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9)))
-
-
-def keyword_rows(n: int, seed: int) -> list[dict[str, Any]]:
-    """Single sentences; the label says whether the keyword occurs."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = int(rng.random() < 0.5)
-        words = _sentence(rng).split()
-        if label:
-            words.insert(rng.randrange(len(words) + 1), KEYWORD)
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
-
-
-def pair_rows(n: int, seed: int) -> list[dict[str, Any]]:
-    """Sentence pairs; the label says whether the two sentences are identical."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        first = _sentence(rng)
-        same = rng.random() < 0.5
-        rows.append({"text_a": first, "text_b": first if same else _sentence(rng), "label": "same" if same else "different"})
-    return rows
+from tests.workers.helpers import all_texts, keyword_rows, pair_rows, write_task
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +27,6 @@ def synthetic_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
         meta={"metric": ["f1", "accuracy"], "labels": ["different", "same"], "label_type": "str"},
     )
     return {"keyword": keyword, "pairs": pairs}
-
-
-def all_texts() -> list[str]:
-    return [*WORDS, KEYWORD, " ".join(WORDS)]
 
 
 @pytest.fixture(scope="session")

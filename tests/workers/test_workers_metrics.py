@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
+from tests.workers.helpers import STRICT_WARNINGS
 from workers.metrics import (
     accuracy,
     f1_binary,
@@ -19,6 +20,8 @@ from workers.metrics import (
     score_task,
     spearman,
 )
+
+pytestmark = STRICT_WARNINGS
 
 # labels      1 1 1 0 0 0
 # predictions 1 1 0 0 0 1

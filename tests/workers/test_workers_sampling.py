@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.workers.helpers import STRICT_WARNINGS
 from workers.sampling import MultiTaskSampler, batch_shares, sampling_weights
+
+pytestmark = STRICT_WARNINGS
 
 
 def test_proportional_shares() -> None:

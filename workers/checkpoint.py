@@ -1,0 +1,106 @@
+"""Checkpoints: what is needed to rebuild a trained trial model, and the rebuild itself.
+
+A checkpoint directory (``checkpoint-epoch-0003/``) holds::
+
+    trainable.safetensors   LoRA / AdaLoRA / prefix / head tensors (the frozen base is not copied)
+    trial_config.json       the resolved trial hyperparameters
+    spec.json               the study spec (``StudySpec.to_dict()``)
+    checkpoint.json         format version, epoch, metrics, method, base model, heads, total_steps
+
+The base model is read again from ``spec.model``, so a checkpoint is a few MB even for a
+large model. Directories are written under a temporary name and renamed when complete,
+so a reader (Ray copying a checkpoint, a crash mid-write) never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from searchsvc.spec import StudySpec, parse_spec
+from workers.model import HeadInfo, MultiTaskModel, build_model
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "trainable.safetensors"
+CONFIG_FILE = "trial_config.json"
+SPEC_FILE = "spec.json"
+INFO_FILE = "checkpoint.json"
+
+
+def checkpoint_name(epoch: int) -> str:
+    """The directory name of an epoch's checkpoint (zero-padded so names sort by epoch)."""
+    return f"checkpoint-epoch-{epoch:04d}"
+
+
+def save_checkpoint(
+    directory: str | Path,
+    *,
+    model: MultiTaskModel,
+    config: Mapping[str, Any],
+    spec: StudySpec,
+    info: Mapping[str, Any],
+) -> Path:
+    """Write a complete checkpoint to ``directory`` (which must not exist yet); returns it.
+
+    Raises:
+        FileExistsError: ``directory`` already exists.
+    """
+    final = Path(directory)
+    if final.exists():
+        raise FileExistsError(f"checkpoint directory {final} already exists")
+    staging = final.with_name(final.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.trainable_state_dict().items()}
+    save_file(tensors, str(staging / WEIGHTS_FILE))
+    _write_json(staging / CONFIG_FILE, dict(config))
+    _write_json(staging / SPEC_FILE, spec.to_dict())
+    _write_json(staging / INFO_FILE, {"format_version": FORMAT_VERSION, **info})
+    os.replace(staging, final)
+    return final
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A rebuilt trial model with everything it was trained with."""
+
+    model: MultiTaskModel
+    spec: StudySpec
+    config: dict[str, Any]
+    info: dict[str, Any]
+
+
+def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model of a checkpoint (base model from ``spec.model``) in eval mode.
+
+    Raises:
+        ValueError: the directory is not a checkpoint, or its tensors do not fit the model.
+    """
+    folder = Path(directory)
+    missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE, SPEC_FILE, INFO_FILE) if not (folder / n).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is not a checkpoint: missing {', '.join(missing)}")
+    info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+    if info.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{folder}: unsupported checkpoint format {info.get('format_version')!r}")
+    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    spec = parse_spec(json.loads((folder / SPEC_FILE).read_text(encoding="utf-8")))
+    heads = {name: HeadInfo.from_dict(head) for name, head in info["heads"].items()}
+    model = build_model(spec.model, method=spec.method, config=config, heads=heads, total_steps=int(info["total_steps"]))
+    model.load_trainable_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    model.to(device)
+    model.eval()
+    return LoadedCheckpoint(model=model, spec=spec, config=config, info=info)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,305 @@
+"""Task data: read a task folder (``train.jsonl``, ``dev.jsonl``, ``meta.json``) into examples.
+
+Every GLUE / SuperGLUE shape in ``shared/data`` is reduced to the one form an encoder
+with a head needs: a first text, an optional second text and a numeric label (a class
+index, or a float for regression). Reducing early means the tokenizer, the sampler and
+the trainer never learn about COPA or WiC; adding a task shape touches this module only.
+
+The shape is detected from the keys of the first record (see :data:`SHAPES`), and every
+later record must carry the same keys. Errors name the file and line, because a broken
+row is usually found by someone who has the file open in an editor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from searchsvc.spec import StudySpec, TaskSpec
+
+METRICS: tuple[str, ...] = ("accuracy", "f1", "macro_f1", "matthews_corrcoef", "pearson", "spearman")
+LABEL_TYPES: tuple[str, ...] = ("int", "str", "bool", "float")
+
+# Shape name -> the keys that identify it, checked in this order (COPA also has a
+# "question" key, so it must be tried before BoolQ).
+SHAPES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("copa", frozenset({"premise", "choice1", "choice2", "question"})),
+    ("wic", frozenset({"word", "sentence1", "sentence2"})),
+    ("boolq", frozenset({"question", "passage"})),
+    ("pair", frozenset({"text_a", "text_b"})),
+    ("single", frozenset({"text"})),
+)
+
+_SHAPE_KEYS: dict[str, frozenset[str]] = dict(SHAPES)
+
+TaskKind = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One row reduced to encoder input: ``text_b`` is None for single-sentence tasks."""
+
+    text_a: str
+    text_b: str | None
+    label: float | int
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A loaded task: its examples and what is needed to build its head and score it.
+
+    ``labels`` are the meta's label values in class-index order (classification), or the
+    ``[low, high]`` range (regression). ``metrics[0]`` is the task's primary score.
+    """
+
+    name: str
+    kind: TaskKind
+    labels: tuple[Any, ...]
+    metrics: tuple[str, ...]
+    shape: str
+    train: tuple[Example, ...]
+    dev: tuple[Example, ...]
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the task head: one per class, or one for regression."""
+        return 1 if self.kind == "regression" else len(self.labels)
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics[0]
+
+    @property
+    def label_range(self) -> tuple[float, float] | None:
+        """``(low, high)`` for regression, None for classification."""
+        if self.kind != "regression":
+            return None
+        return float(self.labels[0]), float(self.labels[1])
+
+    def head_info(self) -> dict[str, Any]:
+        """JSON-ready description of the head, stored with checkpoints to rebuild without data."""
+        return {"kind": self.kind, "labels": list(self.labels), "metrics": list(self.metrics)}
+
+
+def load_spec_tasks(spec: StudySpec) -> list[TaskData]:
+    """Load every task of a study, applying the spec's per-task row limits."""
+    return [
+        load_task(
+            task,
+            max_train=spec.train.max_train_examples,
+            max_dev=spec.train.max_dev_examples,
+        )
+        for task in spec.tasks
+    ]
+
+
+def load_task(task: TaskSpec, *, max_train: int | None = None, max_dev: int | None = None) -> TaskData:
+    """Load one task folder; ``max_train`` / ``max_dev`` keep the first N rows of each split.
+
+    Raises:
+        ValueError: the meta file or a row is malformed (the message names file and line).
+    """
+    folder = Path(task.path)
+    meta_path = folder / "meta.json"
+    meta = _read_meta(meta_path)
+    kind, labels, label_type = _labels_from_meta(meta, meta_path)
+    metrics = _metrics_from_meta(meta, meta_path, kind)
+    encoder = _LabelEncoder(kind, labels, label_type)
+    train, shape = _read_split(folder / "train.jsonl", encoder, limit=max_train)
+    dev, dev_shape = _read_split(folder / "dev.jsonl", encoder, limit=max_dev)
+    if not train:
+        raise ValueError(f"{folder / 'train.jsonl'}: no rows")
+    if not dev:
+        raise ValueError(f"{folder / 'dev.jsonl'}: no rows")
+    if dev_shape != shape:
+        raise ValueError(f"{folder}: train rows look like {shape!r} but dev rows like {dev_shape!r}")
+    return TaskData(
+        name=task.name,
+        kind=kind,
+        labels=tuple(labels),
+        metrics=metrics,
+        shape=shape,
+        train=tuple(train),
+        dev=tuple(dev),
+    )
+
+
+def detect_shape(record: dict[str, Any]) -> str:
+    """The shape name of a record, from its keys (see :data:`SHAPES`).
+
+    Raises:
+        ValueError: no known shape matches.
+    """
+    keys = set(record)
+    for name, required in SHAPES:
+        if required <= keys:
+            return name
+    known = "; ".join(f"{name}: {sorted(req)}" for name, req in SHAPES)
+    raise ValueError(f"record keys {sorted(keys)} match no known task shape ({known})")
+
+
+def to_texts(shape: str, record: dict[str, Any]) -> tuple[str, str | None]:
+    """Reduce a record of a known shape to ``(text_a, text_b)``.
+
+    COPA becomes ``premise + "What was the cause/effect?"`` paired with both choices, so a
+    two-way head picks the choice; WiC puts the target word in front of the first sentence.
+    """
+    if shape == "single":
+        return _text(record, "text"), None
+    if shape == "pair":
+        return _text(record, "text_a"), _text(record, "text_b")
+    if shape == "boolq":
+        return _text(record, "question"), _text(record, "passage")
+    if shape == "copa":
+        question = _text(record, "question")
+        if question not in ("cause", "effect"):
+            raise ValueError(f"COPA question must be 'cause' or 'effect', got {question!r}")
+        premise = _text(record, "premise")
+        return f"{premise} What was the {question}?", f"{_text(record, 'choice1')} / {_text(record, 'choice2')}"
+    if shape == "wic":
+        return f"{_text(record, 'word')}: {_text(record, 'sentence1')}", _text(record, "sentence2")
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _text(record: dict[str, Any], key: str) -> str:
+    value = record.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read meta: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: meta must be a JSON object")
+    return meta
+
+
+def _labels_from_meta(meta: dict[str, Any], path: Path) -> tuple[TaskKind, list[Any], str]:
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or not labels:
+        raise ValueError(f"{path}: 'labels' must be a non-empty list")
+    label_type = meta.get("label_type") or _infer_label_type(labels)
+    if label_type not in LABEL_TYPES:
+        raise ValueError(f"{path}: label_type {label_type!r} is not one of {', '.join(LABEL_TYPES)}")
+    if label_type == "float":
+        if len(labels) != 2 or not all(_is_number(v) for v in labels) or not labels[0] < labels[1]:
+            raise ValueError(f"{path}: a float task's 'labels' must be the range [low, high], got {labels!r}")
+        return "regression", [float(v) for v in labels], label_type
+    if len(labels) < 2:
+        raise ValueError(f"{path}: a classification task needs at least 2 labels, got {labels!r}")
+    for value in labels:
+        if not _has_label_type(value, label_type):
+            raise ValueError(f"{path}: label {value!r} is not of label_type {label_type!r}")
+    if len({repr(v) for v in labels}) != len(labels):
+        raise ValueError(f"{path}: duplicate values in 'labels' {labels!r}")
+    return "classification", list(labels), label_type
+
+
+def _infer_label_type(labels: Sequence[Any]) -> str:
+    for name in ("bool", "int", "str"):
+        if all(_has_label_type(v, name) for v in labels):
+            return name
+    return "float"
+
+
+def _metrics_from_meta(meta: dict[str, Any], path: Path, kind: TaskKind) -> tuple[str, ...]:
+    raw = meta.get("metric")
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path}: 'metric' must be a metric name or a non-empty list of names")
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"{path}: unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
+    correlation = {"pearson", "spearman"}
+    if kind == "regression" and not set(names) <= correlation:
+        raise ValueError(f"{path}: a regression task takes pearson/spearman metrics, got {names}")
+    if kind == "classification" and set(names) & correlation:
+        raise ValueError(f"{path}: pearson/spearman need a float (regression) task, got {names}")
+    return tuple(dict.fromkeys(names))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _has_label_type(value: Any, label_type: str) -> bool:
+    if label_type == "bool":
+        return isinstance(value, bool)
+    if label_type == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if label_type == "str":
+        return isinstance(value, str)
+    return _is_number(value)
+
+
+class _LabelEncoder:
+    """Turns a raw label into a class index (classification) or a checked float (regression)."""
+
+    def __init__(self, kind: TaskKind, labels: list[Any], label_type: str) -> None:
+        self.kind = kind
+        self.labels = labels
+        self.label_type = label_type
+        # repr() keys keep True and 1 apart, which a plain dict would merge.
+        self._index = {repr(v): i for i, v in enumerate(labels)}
+
+    def encode(self, value: Any) -> int | float:
+        if self.kind == "regression":
+            if not _is_number(value):
+                raise ValueError(f"label must be a number, got {value!r}")
+            low, high = self.labels
+            if not low <= value <= high:
+                raise ValueError(f"label {value!r} is outside the range [{low}, {high}] given in meta.json")
+            return float(value)
+        if not _has_label_type(value, self.label_type):
+            raise ValueError(f"label {value!r} is not of label_type {self.label_type!r}")
+        try:
+            return self._index[repr(value)]
+        except KeyError:
+            raise ValueError(f"label {value!r} is not among the meta labels {self.labels!r}") from None
+
+
+def _read_split(path: Path, encoder: _LabelEncoder, *, limit: int | None) -> tuple[list[Example], str]:
+    examples: list[Example] = []
+    shape = ""
+    for line_no, record in _records(path):
+        try:
+            if not shape:
+                shape = detect_shape(record)
+            elif not _SHAPE_KEYS[shape] <= set(record):
+                raise ValueError(f"record keys {sorted(record)} do not match the file's shape {shape!r}")
+            if "label" not in record:
+                raise ValueError("record has no 'label'")
+            text_a, text_b = to_texts(shape, record)
+            label = encoder.encode(record["label"])
+        except ValueError as exc:
+            raise ValueError(f"{path}, line {line_no}: {exc}") from None
+        examples.append(Example(text_a=text_a, text_b=text_b, label=label))
+        if limit is not None and len(examples) >= limit:
+            break  # rows past the limit are neither read nor checked
+    return examples, shape
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc}") from None
+    with handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}, line {line_no}: not valid JSON: {exc.msg}") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}, line {line_no}: expected a JSON object, got {type(record).__name__}")
+            yield line_no, record
