@@ -103,7 +103,8 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
     for task in tasks:
         name = task["name"]
         extra = ", ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in metrics.items()
-                          if k.startswith(f"{name}/") and not k.endswith("/score") and isinstance(v, float))
+                          if k.startswith(f"{name}/") and k.split("/", 1)[1] not in ("score", "train_loss")
+                          and isinstance(v, float))
         print(f"  {name:<12} {metrics[f'{name}/score']:.4f}   ({extra})")
     print(f"checkpoint:      {report['checkpoint_path'] or best['trial']['checkpoint_path']}")
     print(f"Ray dashboard:   {study.dashboard_url} (experiment {study.data.get('ray_experiment')}; "

@@ -20,9 +20,13 @@ from searchsvc.errors import SpecError
 
 # Methods the trainers implement. The spec refuses any other name, so a typo fails at
 # submission rather than an hour later on a worker.
-METHODS: tuple[str, ...] = ("lora", "prefix", "lora+prefix", "adalora")
+METHODS: tuple[str, ...] = ("peml", "lora", "prefix", "lora+prefix", "adalora")
 ALGORITHMS: tuple[str, ...] = ("tpe", "hyperopt", "random")
 SAMPLING: tuple[str, ...] = ("proportional", "temperature", "round_robin")
+SCHEDULES: tuple[str, ...] = ("simultaneous", "bilevel", "lora_first", "prefix_first")
+ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "leaky_relu", "gelu")
+# A task's sampling weight is searchable as ``weight_<task name>``.
+TASK_WEIGHT_PREFIX = "weight_"
 
 # Hyperparameters a trial config may carry, with the values each accepts. A search space
 # over anything else is refused: the trainer would silently ignore it.
@@ -36,7 +40,12 @@ HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "warmup_ratio": {"kind": "float", "min": 0.0, "max": 0.5},
     "head_lr_scale": {"kind": "float", "min": 0.0, "min_open": True, "max": 1000.0},
     "sampling_temperature": {"kind": "float", "min": 0.0, "min_open": True, "max": 100.0},
+    "entropy_lambda": {"kind": "float", "min": 0.0, "max": 10.0},
+    "grad_alpha": {"kind": "float", "min": 0.0, "max": 100.0},
+    "nas_cells": {"kind": "int", "min": 1, "max": 24},
+    "arch_lr": {"kind": "float", "min": 0.0, "min_open": True, "max": 1.0},
 }
+_TASK_WEIGHT_RULE: dict[str, Any] = {"kind": "float", "min": 0.0, "min_open": True, "max": 100.0}
 
 # The values a trial uses for hyperparameters the space does not search.
 DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
@@ -49,6 +58,10 @@ DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
     "warmup_ratio": 0.06,
     "head_lr_scale": 1.0,
     "sampling_temperature": 2.0,
+    "entropy_lambda": 1e-3,
+    "grad_alpha": 1.0,
+    "nas_cells": 6,
+    "arch_lr": 3e-3,
 }
 
 _TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
@@ -181,6 +194,52 @@ class TrainSpec(_Strict):
         return value
 
 
+class PemlSpec(_Strict):
+    """PrefixNAS settings (method ``peml``). ``cells`` is the default for ``nas_cells``."""
+
+    cells: int = Field(6, ge=1, le=24)
+    width: int | None = Field(None, gt=0, le=8192, description="width d of the prefix vectors and cells; default min(hidden, 128)")
+    activations: list[str] = Field(default_factory=lambda: list(ACTIVATIONS), min_length=1)
+    dropouts: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5], min_length=1)
+    layernorm: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
+    schedule: str = Field("simultaneous", description="simultaneous | bilevel (first-order) | lora_first | prefix_first")
+    prune_threshold: float = Field(0.3, ge=0.0, lt=1.0, description="prune a candidate whose weight stays below this fraction of uniform")
+    prune_patience: int = Field(2, ge=1, description="consecutive epoch-end checks under the threshold before pruning")
+
+    @field_validator("activations")
+    @classmethod
+    def _known_activations(cls, value: list[str]) -> list[str]:
+        unknown = [a for a in value if a not in ACTIVATIONS]
+        if unknown:
+            raise ValueError(f"unknown activation(s) {unknown}; choose from {', '.join(ACTIVATIONS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("activations repeat")
+        return value
+
+    @field_validator("dropouts")
+    @classmethod
+    def _dropouts_in_range(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 <= d < 1.0 for d in value):
+            raise ValueError("every dropout must be in [0, 1)")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        if value not in SCHEDULES:
+            raise ValueError(f"unknown schedule {value!r}; choose one of {', '.join(SCHEDULES)}")
+        return value
+
+
+class CoordinationSpec(_Strict):
+    """Gradient coordination across tasks (conflict projection, dynamic task weights)."""
+
+    enabled: bool = False
+    project: bool = Field(True, description="project conflicting task gradients (PCGrad-style)")
+    every_k: int = Field(1, ge=1, le=10_000, description="coordinate every k steps; plain weighted steps in between")
+    similarity_weight: float = Field(0.0, ge=0.0, le=100.0, description="weight of the task-similarity regularizer")
+
+
 class ResourcesSpec(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
@@ -196,6 +255,8 @@ class StudySpec(_Strict):
     method: str = "lora+prefix"
     search: SearchSpec = Field(default_factory=SearchSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    peml: PemlSpec = Field(default_factory=PemlSpec)
+    coordination: CoordinationSpec = Field(default_factory=CoordinationSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("method")
@@ -237,9 +298,10 @@ def _cross_field_problems(spec: StudySpec) -> list[tuple[str, str]]:
         seen.setdefault(task.name, index)
     for name, dim in spec.search.space.items():
         path = f"search.space.{name}"
-        rule = HYPERPARAMETERS.get(name)
+        rule = hyperparameter_rule(name, seen)
         if rule is None:
-            problems.append((path, f"unknown hyperparameter; known: {', '.join(sorted(HYPERPARAMETERS))}"))
+            known = ", ".join(sorted(HYPERPARAMETERS) + [f"{TASK_WEIGHT_PREFIX}<task>"])
+            problems.append((path, f"unknown hyperparameter; known: {known}"))
             continue
         if rule["kind"] == "int" and isinstance(dim, _Uniform):
             problems.append((path, f"{name} is an integer; use type 'int' or 'choice'"))
@@ -254,6 +316,18 @@ def _cross_field_problems(spec: StudySpec) -> list[tuple[str, str]]:
         if task not in seen or not _sub:
             problems.append(("search.metric", f"unknown metric {metric!r}; use avg_dev_score, train_loss or '<task>/<metric>'"))
     return problems
+
+
+def hyperparameter_rule(name: str, task_names: Any) -> dict[str, Any] | None:
+    """The accepted values of a trial config key, or None if the key is unknown.
+
+    ``weight_<task>`` (a task's sampling weight) is known for every task of the study.
+    """
+    if name in HYPERPARAMETERS:
+        return HYPERPARAMETERS[name]
+    if name.startswith(TASK_WEIGHT_PREFIX) and name.removeprefix(TASK_WEIGHT_PREFIX) in task_names:
+        return _TASK_WEIGHT_RULE
+    return None
 
 
 def _value_problem(name: str, value: Any, rule: dict[str, Any]) -> str | None:
