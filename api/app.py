@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
                 data_dir=settings.resolved_data_dir(),
                 interval_s=settings.dispatch_interval_s,
                 max_running=settings.max_running_studies,
+                max_trials_per_user=settings.max_trials_per_user,
             )
             dispatcher.start()
             app.state.ray, app.state.dispatcher = ray, dispatcher

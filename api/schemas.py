@@ -22,10 +22,19 @@ class ProgressOut(BaseModel):
     total: int
     pending: int
     running: int
+    paused: int
     completed: int
     failed: int
     stopped: int
     best_objective: float | None
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    state: str
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 class StudyOut(BaseModel):
@@ -38,6 +47,8 @@ class StudyOut(BaseModel):
     error: str | None
     ray_experiment: str | None
     dashboard_url: str | None
+    control: str | None
+    restarts: int
     progress: ProgressOut
     created_at: datetime
     updated_at: datetime
@@ -50,6 +61,7 @@ class StudyOut(BaseModel):
         return cls(
             id=s.id, name=s.name, state=s.state, owner=s.owner, spec=s.spec, stop_requested=s.stop_requested,
             error=s.error, ray_experiment=s.ray_experiment, dashboard_url=s.dashboard_url,
+            control=s.control, restarts=s.restarts,
             progress=ProgressOut(total=p.total, best_objective=p.best_objective, **p.counts),
             created_at=s.created_at, updated_at=s.updated_at, started_at=s.started_at, finished_at=s.finished_at,
         )
@@ -70,6 +82,7 @@ class TrialOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None
+    attempts: list[AttemptOut]
 
     @classmethod
     def of(cls, t: Trial) -> TrialOut:
@@ -79,6 +92,8 @@ class TrialOut(BaseModel):
             best_objective=t.best_objective, num_reports=t.num_reports, checkpoint_path=t.checkpoint_path,
             ray_trial_id=t.ray_trial_id, created_at=t.created_at, started_at=t.started_at,
             finished_at=t.finished_at, duration_s=duration,
+            attempts=[AttemptOut(attempt=a.attempt, state=a.state, error=a.error, started_at=a.started_at,
+                                 finished_at=a.finished_at) for a in t.attempts],
         )
 
 

@@ -85,6 +85,8 @@ def _print_study(study: dict[str, Any]) -> None:
     print(f"study {study['id']} {study['name']!r}: {study['state']}  "
           f"trials {p['completed']}/{p['total']} completed, {p['running']} running, {p['failed']} failed  "
           f"best {_fmt(p['best_objective'])}")
+    if study.get("restarts"):
+        print(f"  restored {study['restarts']} time(s) after an interruption")
     if study.get("dashboard_url"):
         print(f"  Ray dashboard: {study['dashboard_url']}  (experiment {study.get('ray_experiment')})")
     if study.get("error"):
@@ -142,7 +144,10 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     _print_study(study.data)
     for trial in study.trials():
         print(f"  trial #{trial['number']:<3} {trial['state']:<10} best {_fmt(trial['best_objective']):<8} "
-              f"epochs {trial['num_reports']:<3} {json.dumps(trial['config'], sort_keys=True)}")
+              f"epochs {trial['num_reports']:<3} attempt {trial['attempt']}  {json.dumps(trial['config'], sort_keys=True)}")
+        for attempt in trial.get("attempts", [])[:-1]:
+            error = (attempt.get("error") or "").strip().splitlines()
+            print(f"      attempt {attempt['attempt']} {attempt['state']}: {error[-1] if error else ''}")
     _print_best(study)
     return 0
 
@@ -158,6 +163,16 @@ def cmd_study_watch(args: argparse.Namespace) -> int:
 def cmd_study_stop(args: argparse.Namespace) -> int:
     study = _client(args).study(args.study_id).stop()
     _print_study(study.data)
+    return 0
+
+
+def cmd_study_pause(args: argparse.Namespace) -> int:
+    _print_study(_client(args).study(args.study_id).pause().data)
+    return 0
+
+
+def cmd_study_resume(args: argparse.Namespace) -> int:
+    _print_study(_client(args).study(args.study_id).resume().data)
     return 0
 
 
@@ -259,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_study_list)
     for name, func, text in (("show", cmd_study_show, "a study, its trials and its best trial"),
                              ("watch", cmd_study_watch, "a live progress bar until the study ends"),
-                             ("stop", cmd_study_stop, "stop a study (finished epochs are kept)")):
+                             ("stop", cmd_study_stop, "stop a study (finished epochs are kept)"),
+                             ("pause", cmd_study_pause, "pause a study (running trials resume from their checkpoints)"),
+                             ("resume", cmd_study_resume, "resume a paused study")):
         p = study.add_parser(name, help=text)
         p.add_argument("study_id", type=int)
         client_flags(p)

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     ray_dashboard_port: int = 8265
     dispatch_interval_s: float = Field(1.0, gt=0, description="how often the dispatcher looks for new studies")
     max_running_studies: int = Field(4, gt=0)
+    max_trials_per_user: int | None = Field(None, gt=0, description="concurrent trials one user may run across studies")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -61,6 +61,12 @@ class StudyService:
     def stop(self, user: User, study_id: int) -> StudyView:
         return self._view(self.store.request_stop(study_id, owner_id=user.id))
 
+    def pause(self, user: User, study_id: int) -> StudyView:
+        return self._view(self.store.request_pause(study_id, owner_id=user.id))
+
+    def resume(self, user: User, study_id: int) -> StudyView:
+        return self._view(self.store.request_resume(study_id, owner_id=user.id))
+
     def artifact(self, user: User, study_id: int) -> tuple[Trial, Path]:
         """The best trial's best checkpoint directory. Raises NotFoundError if there is none."""
         trial, report = self.best(user, study_id)

@@ -22,6 +22,7 @@ from searchsvc.errors import SpecError
 # submission rather than an hour later on a worker.
 METHODS: tuple[str, ...] = ("peml", "lora", "prefix", "lora+prefix", "adalora")
 ALGORITHMS: tuple[str, ...] = ("tpe", "hyperopt", "random")
+SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
 SAMPLING: tuple[str, ...] = ("proportional", "temperature", "round_robin")
 SCHEDULES: tuple[str, ...] = ("simultaneous", "bilevel", "lora_first", "prefix_first")
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "leaky_relu", "gelu")
@@ -167,6 +168,17 @@ class SearchSpec(_Strict):
     mode: Literal["max", "min"] = "max"
     seed: int = 0
     space: dict[str, Dimension] = Field(default_factory=dict)
+    scheduler: str = Field("fifo", description="fifo (every trial runs to its end or its patience) | asha")
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets before it can be stopped")
+    reduction_factor: float = Field(3.0, gt=1.0, description="ASHA: keep 1/reduction_factor of trials at each rung")
+    max_retries: int = Field(1, ge=0, le=20, description="times a failed trial is run again, from its last checkpoint")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {value!r}; choose one of {', '.join(SCHEDULERS)}")
+        return value
 
     @field_validator("algorithm")
     @classmethod

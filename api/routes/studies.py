@@ -56,6 +56,17 @@ def stop_study(study_id: int, user: CurrentUser, service: ServiceDep) -> StudyOu
     return StudyOut.of(service.stop(user, study_id))
 
 
+@router.post("/{study_id}/pause", response_model=StudyOut)
+def pause_study(study_id: int, user: CurrentUser, service: ServiceDep) -> StudyOut:
+    """Pause: running trials are interrupted and kept resumable from their last checkpoint."""
+    return StudyOut.of(service.pause(user, study_id))
+
+
+@router.post("/{study_id}/resume", response_model=StudyOut)
+def resume_study(study_id: int, user: CurrentUser, service: ServiceDep) -> StudyOut:
+    return StudyOut.of(service.resume(user, study_id))
+
+
 @router.get("/{study_id}/artifact", response_class=StreamingResponse)
 def download_artifact(study_id: int, user: CurrentUser, service: ServiceDep) -> StreamingResponse:
     """The best trial's best checkpoint, as a gzipped tar of its directory."""

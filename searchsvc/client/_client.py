@@ -179,6 +179,15 @@ class Study:
         self.data = self._client.request("POST", f"/v1/studies/{self.id}/stop").json()
         return self
 
+    def pause(self) -> Study:
+        """Pause; running trials keep their checkpoints and continue on :meth:`resume`."""
+        self.data = self._client.request("POST", f"/v1/studies/{self.id}/pause").json()
+        return self
+
+    def resume(self) -> Study:
+        self.data = self._client.request("POST", f"/v1/studies/{self.id}/resume").json()
+        return self
+
     def download_artifact(self, path: str | Path) -> Path:
         """Save the best trial's checkpoint (a .tar.gz) to ``path``; a folder gets the server's file name."""
         response = self._client.request("GET", f"/v1/studies/{self.id}/artifact")

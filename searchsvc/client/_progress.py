@@ -24,7 +24,7 @@ class StudyProgressBar:
         done = p["completed"] + p["failed"] + p["stopped"]
         best = p["best_objective"]
         best_text = "-" if best is None else f"{best:.4f}"
-        postfix = f"state={study['state']} running={p['running']} best={best_text}"
+        postfix = f"state={study['state']} running={p['running']} failed={p['failed']} best={best_text}"
         if self._bar is not None:
             self._bar.total = p["total"]
             self._bar.n = done

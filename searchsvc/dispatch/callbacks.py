@@ -6,6 +6,8 @@ This module is the one place that maps Ray's trial ids to ours.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ def _clean_metrics(result: dict[str, Any]) -> dict[str, Any]:
             value = None  # JSON has no NaN; a missing score is honest
         metrics[key] = value
     metrics["node_ip"] = result.get("node_ip")
+    metrics["worker_pid"] = result.get("pid")
     return metrics
 
 
@@ -82,19 +85,43 @@ class StoreCallback(tune.Callback):
         stopped = self.store.is_stop_requested(self.study_id)
         self.store.finish_trial(self._trial_id(trial), "stopped" if stopped else "completed")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """The trial's worker failed and Tune will run it again (from its last checkpoint)."""
+        self.store.retry_trial(self._trial_id(trial), error=_error_text(trial))
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.store.finish_trial(self._trial_id(trial), "failed", error=_error_text(trial))
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled into Tune's experiment state; the id cache is rebuilt after a restore.
+        return {**self.__dict__, "_ids": {}}
+
 
 class StopWhenRequested(tune.Stopper):
-    """Ends the whole experiment once someone asked the study to stop (polled, at most 1/s)."""
+    """Acts on what users ask of a running study (polled from SQL, at most once a second).
+
+    Stop: ends the whole experiment; unfinished trials end as stopped.
+    Pause: interrupts Tune the way Ctrl-C does, so Tune saves the experiment with its
+    unfinished trials resumable; the runner then records the study as paused.
+    """
 
     def __init__(self, store: Store, study_id: int, *, poll_s: float = 1.0) -> None:
         self.store = store
         self.study_id = study_id
         self.poll_s = poll_s
+        self._reset()
+
+    def _reset(self) -> None:
         self._checked_at = 0.0
         self._stop = False
+        self._interrupted = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"store": self.store, "study_id": self.study_id, "poll_s": self.poll_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return self.stop_all()
@@ -103,5 +130,9 @@ class StopWhenRequested(tune.Stopper):
         now = time.monotonic()
         if not self._stop and now - self._checked_at >= self.poll_s:
             self._checked_at = now
-            self._stop = self.store.is_stop_requested(self.study_id)
+            stop, control = self.store.study_control(self.study_id)
+            self._stop = stop
+            if control == "pause" and not stop and not self._interrupted:
+                self._interrupted = True
+                os.kill(os.getpid(), signal.SIGINT)  # Tune's own graceful interrupt: state saved, trials resumable
         return self._stop

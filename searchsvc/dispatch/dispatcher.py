@@ -2,14 +2,21 @@
 
 It lives in the serve process as a background thread, never in a request handler: the
 API only writes a pending study and answers at once. Each tick it reaps runners that
-ended, records a failure for a runner that died without recording one, and starts
-runners for newly pending studies, up to ``max_running_studies``.
+ended and starts runners for pending studies, within ``max_running`` studies and each
+user's ``max_trials_per_user`` concurrent trials.
+
+Faults: runners die with the control plane (Linux parent-death signal), so a killed
+control plane leaves no runner behind writing to SQL; on the next start every study
+left running is queued again and its runner restores Tune's saved state. A graceful
+shutdown interrupts runners the way Ctrl-C does, with the same effect.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,15 +24,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from searchsvc.dispatch.study_runner import experiment_name
-from searchsvc.store import Store
+from searchsvc.dispatch.study_runner import EXIT_INTERRUPTED, experiment_name
+from searchsvc.store import Store, Study
 
 log = logging.getLogger("searchsvc.dispatcher")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux: the runner may outlive a killed control plane
 
 
 @dataclass
 class _Runner:
     study_id: int
+    owner_id: int
+    concurrency: int
     process: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
@@ -49,6 +66,7 @@ class Dispatcher:
         data_dir: Path,
         interval_s: float = 1.0,
         max_running: int = 4,
+        max_trials_per_user: int | None = None,
     ) -> None:
         self.store = store
         self.database_url = database_url
@@ -57,6 +75,7 @@ class Dispatcher:
         self.data_dir = data_dir
         self.interval_s = interval_s
         self.max_running = max_running
+        self.max_trials_per_user = max_trials_per_user
         self._runners: dict[int, _Runner] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,24 +83,28 @@ class Dispatcher:
     # ---- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        self._orphans_fail()
+        for study in self.store.requeue_interrupted():
+            log.info("study %s was running when the control plane stopped: %s", study.id, study.state)
         self._thread = threading.Thread(target=self._loop, name="searchsvc-dispatcher", daemon=True)
         self._thread.start()
 
-    def shutdown(self, *, timeout_s: float = 30.0) -> None:
-        """Stop dispatching; ask running studies' runners to end and wait for them."""
+    def shutdown(self, *, timeout_s: float = 60.0) -> None:
+        """Stop dispatching; interrupt runners (Tune saves their state) and wait for them.
+        Their studies stay running in SQL, so the next start restores them."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
-        for runner in list(self._runners.values()):
+        for runner in self._runners.values():
             if runner.process.poll() is None:
-                runner.process.terminate()
-        for runner in list(self._runners.values()):
+                runner.process.send_signal(signal.SIGINT)
+        for runner in self._runners.values():
             try:
                 runner.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 runner.process.kill()
-        self._reap()
+                runner.process.wait()
+            runner.log_file.close()
+        self._runners.clear()
 
     def running_study_ids(self) -> list[int]:
         return sorted(self._runners)
@@ -98,33 +121,42 @@ class Dispatcher:
 
     def tick(self) -> None:
         self._reap()
-        free = self.max_running - len(self._runners)
-        if free <= 0:
-            return
-        for study in self.store.claim_pending_studies(limit=free):
-            self._launch(study.id)
+        for study in self.store.list_studies(states=["pending"]):
+            if len(self._runners) >= self.max_running:
+                return
+            concurrency = self._allowed_concurrency(study)
+            if concurrency <= 0:
+                continue  # this user is at their limit; the study waits its turn
+            claimed = self.store.claim_study(study.id)
+            if claimed is not None:
+                self._launch(claimed, concurrency)
 
-    def _orphans_fail(self) -> None:
-        """Studies left running by an earlier control plane have no runner now."""
-        for study in self.store.list_studies(states=["running"]):
-            self.store.mark_unfinished_trials(study.id, "failed", error="control plane restarted")
-            self.store.finish_study(study.id, "failed", error="the control plane restarted while the study ran")
+    def _allowed_concurrency(self, study: Study) -> int:
+        wanted = int((study.spec.get("search") or {}).get("max_concurrent", 1))
+        if self.max_trials_per_user is None:
+            return wanted
+        used = sum(r.concurrency for r in self._runners.values() if r.owner_id == study.owner_id)
+        return min(wanted, self.max_trials_per_user - used)
 
-    def _launch(self, study_id: int) -> None:
+    def _launch(self, study: Study, concurrency: int) -> None:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"study-{study_id}.log"
+        log_path = logs / f"study-{study.id}.log"
         log_file = open(log_path, "ab")  # noqa: SIM115 - closed when the runner is reaped
         command = [
-            sys.executable, "-m", "searchsvc.dispatch.study_runner", str(study_id),
+            sys.executable, "-m", "searchsvc.dispatch.study_runner", str(study.id),
             "--ray-address", self.ray_address,
             "--storage-dir", str(self.data_dir / "ray_results"),
+            "--max-concurrent", str(concurrency),
         ]
         env = {**os.environ, "SEARCHSVC_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        self.store.set_study_ray_info(study_id, experiment=experiment_name(study_id), dashboard_url=self.dashboard_url)
-        self._runners[study_id] = _Runner(study_id, process, log_path, log_file)
-        log.info("study %s: runner pid %s, log %s", study_id, process.pid, log_path)
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self.store.set_study_ray_info(study.id, experiment=experiment_name(study.id), dashboard_url=self.dashboard_url)
+        self._runners[study.id] = _Runner(study.id, study.owner_id, concurrency, process, log_path, log_file)
+        log.info("study %s: runner pid %s (%s trials at a time), log %s", study.id, process.pid, concurrency, log_path)
 
     def _reap(self) -> None:
         for study_id, runner in list(self._runners.items()):
@@ -134,9 +166,14 @@ class Dispatcher:
             runner.log_file.close()
             del self._runners[study_id]
             study = self.store.get_study(study_id)
-            if study.state == "running":  # the runner died before recording an end
-                state = "stopped" if study.stop_requested else "failed"
-                self.store.mark_unfinished_trials(study_id, state, error=f"runner exited with code {code}")
-                self.store.finish_study(study_id, state, error=None if state == "stopped" else
-                                        f"runner exited with code {code}; log tail:\n{_tail(runner.log_path)}")
-            log.info("study %s: runner exited with %s (%s)", study_id, code, study.state)
+            if study.state == "running":
+                if code == EXIT_INTERRUPTED and not study.stop_requested:
+                    self.store.requeue(study_id)  # restored on the next tick
+                else:  # the runner died before recording an end
+                    state = "stopped" if study.stop_requested else "failed"
+                    self.store.mark_unfinished_trials(study_id, state, error=f"runner exited with code {code}")
+                    self.store.finish_study(
+                        study_id, state,
+                        error=None if state == "stopped" else f"runner exited with code {code}; log tail:\n{_tail(runner.log_path)}",
+                    )
+            log.info("study %s: runner exited with %s (%s)", study_id, code, self.store.get_study(study_id).state)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from searchsvc.spec import SearchSpec
 
-SearcherFactory = Callable[[SearchSpec], Searcher]
+SearcherFactory = Callable[..., Searcher]
 _REGISTRY: dict[str, SearcherFactory] = {}
 
 
@@ -29,38 +30,46 @@ def _startup_trials(search: SearchSpec) -> int:
 
 
 @register("tpe")
-def _tpe(search: SearchSpec) -> Searcher:
+def _tpe(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     sampler = optuna.samplers.TPESampler(
         seed=search.seed, n_startup_trials=_startup_trials(search), multivariate=True, constant_liar=True
     )
-    return OptunaSearch(sampler=sampler)
+    return OptunaSearch(sampler=sampler, storage=storage, study_name=study_name)
 
 
 @register("hyperopt")
-def _hyperopt(search: SearchSpec) -> Searcher:
+def _hyperopt(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
     from ray.tune.search.hyperopt import HyperOptSearch
 
+    del storage, study_name  # Hyperopt has no external storage
     return HyperOptSearch(random_state_seed=search.seed, n_initial_points=_startup_trials(search))
 
 
 @register("random")
-def _random(search: SearchSpec) -> Searcher:
+def _random(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(sampler=optuna.samplers.RandomSampler(seed=search.seed))
+    return OptunaSearch(sampler=optuna.samplers.RandomSampler(seed=search.seed), storage=storage, study_name=study_name)
 
 
-def make_searcher(search: SearchSpec) -> Searcher:
-    """The study's searcher, limited to ``max_concurrent`` trials in flight."""
+def make_searcher(
+    search: SearchSpec, *, max_concurrent: int | None = None, storage: Any = None, study_name: str | None = None
+) -> Searcher:
+    """The study's searcher, limited to ``max_concurrent`` trials in flight (default: the spec's).
+
+    ``storage``/``study_name``: an Optuna storage for the Optuna-based searchers, so the
+    sampler's history lives in SQL (Hyperopt keeps its history in Tune's saved state only).
+    """
     try:
         factory = _REGISTRY[search.algorithm]
     except KeyError:
         raise ValueError(f"search.algorithm: unknown {search.algorithm!r}; known: {', '.join(sorted(_REGISTRY))}") from None
-    return ConcurrencyLimiter(factory(search), max_concurrent=search.max_concurrent)
+    limit = max_concurrent or search.max_concurrent
+    return ConcurrencyLimiter(factory(search, storage=storage, study_name=study_name), max_concurrent=limit)
 
 
 def registered() -> list[str]:

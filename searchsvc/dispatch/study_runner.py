@@ -1,9 +1,18 @@
 """Run one study as one Ray Tune experiment, in its own process.
 
 The dispatcher starts ``python -m searchsvc.dispatch.study_runner STUDY_ID`` for every
-claimed study. Running each study in its own driver process keeps Tune's global state
-apart between studies, lets a study die without taking the API down, and lets the
-control plane restart without killing running studies' bookkeeping.
+claimed study. One driver process per study keeps Tune's global state apart between
+studies and lets a study die without taking the API down.
+
+Restore: Tune saves the experiment (trials, searcher, scheduler) under the study's
+storage folder as it runs. When a runner starts and finds that state (the study was
+paused, or the control plane died), it restores it: finished trials are not run again,
+unfinished ones continue from their last checkpoint, and the searcher keeps its history
+(Optuna's also lives in SQL, see ``optuna_storage``).
+
+Exit codes: 0 the study reached a final state or was paused; 1 the runner failed (the
+study is marked failed); 3 interrupted with work left (the study stays running, so the
+next control plane restores it).
 """
 
 from __future__ import annotations
@@ -15,10 +24,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from searchsvc.spec import parse_spec
+from searchsvc.spec import StudySpec, parse_spec
 from searchsvc.store import Store
 
 log = logging.getLogger("searchsvc.runner")
+EXIT_INTERRUPTED = 3
 
 
 def experiment_name(study_id: int) -> str:
@@ -26,30 +36,46 @@ def experiment_name(study_id: int) -> str:
     return f"searchsvc-study-{study_id}"
 
 
-def run_study(store: Store, study_id: int, *, ray_address: str | None, storage_dir: Path) -> str:
-    """Drive the study's Tune run to the end and record its final state; returns that state."""
-    import ray
+def _scheduler(spec: StudySpec):  # type: ignore[no-untyped-def]
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.search.scheduler == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=spec.train.max_epochs,
+            grace_period=min(spec.search.grace_period, spec.train.max_epochs),
+            reduction_factor=spec.search.reduction_factor,
+        )
+    return FIFOScheduler()
+
+
+def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Path, max_concurrent: int | None):  # type: ignore[no-untyped-def]
+    """A new Tuner for the study, or the restored one if Tune saved its state before."""
     from ray import tune
 
     from searchsvc.dispatch.callbacks import StopWhenRequested, StoreCallback
+    from searchsvc.dispatch.optuna_storage import make_optuna_storage
     from searchsvc.dispatch.searchers import make_searcher
     from searchsvc.dispatch.space import tune_space
     from searchsvc.dispatch.trainable import make_trainable
 
-    study = store.get_study(study_id)
-    spec = parse_spec(study.spec)
-    if not ray.is_initialized():
-        ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
+    trainable = make_trainable(spec)
+    path = storage_dir / experiment_name(study_id)
+    if tune.Tuner.can_restore(str(path)):
+        log.info("restoring study %s from %s", study_id, path)
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
     search = spec.search
-    tuner = tune.Tuner(
-        make_trainable(spec),
+    database_url = store.engine.url.render_as_string(hide_password=False)
+    storage = make_optuna_storage(database_url) if search.algorithm in ("tpe", "random") else None
+    return tune.Tuner(
+        trainable,
         param_space=tune_space(search),
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(search),
+            search_alg=make_searcher(search, max_concurrent=max_concurrent, storage=storage, study_name=experiment_name(study_id)),
+            scheduler=_scheduler(spec),
             num_samples=search.num_trials,
             metric=search.metric,
             mode=search.mode,
-            max_concurrent_trials=search.max_concurrent,
         ),
         run_config=tune.RunConfig(
             name=experiment_name(study_id),
@@ -57,26 +83,44 @@ def run_study(store: Store, study_id: int, *, ray_address: str | None, storage_d
             callbacks=[StoreCallback(store, study_id, metric=search.metric, mode=search.mode)],
             stop=StopWhenRequested(store, study_id),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=search.max_retries),
             verbose=1,
         ),
     )
-    tuner.fit()
-    if store.is_stop_requested(study_id):
+
+
+def run_study(store: Store, study_id: int, *, ray_address: str | None, storage_dir: Path, max_concurrent: int | None = None) -> str:
+    """Drive the study's Tune run and record how it ended; returns the study's state, or
+    ``"interrupted"`` when Tune was interrupted with work left (the state stays running)."""
+    # Save Tune's experiment state often: a restore replays at most this much.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    import ray
+
+    study = store.get_study(study_id)
+    spec = parse_spec(study.spec)
+    if not ray.is_initialized():
+        ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
+    build_tuner(store, study_id, spec, storage_dir=storage_dir, max_concurrent=max_concurrent).fit()
+    return record_outcome(store, study_id, planned=spec.search.num_trials)
+
+
+def record_outcome(store: Store, study_id: int, *, planned: int) -> str:
+    stop, control = store.study_control(study_id)
+    if stop:
         store.mark_unfinished_trials(study_id, "stopped")
-        final = "stopped"
-        store.finish_study(study_id, final)
-        return final
-    store.mark_unfinished_trials(study_id, "failed", error="the trial never reported an end")
+        return store.finish_study(study_id, "stopped").state
+    if control == "pause":
+        return store.pause_study(study_id).state
     counts = store.trial_counts(study_id)
+    unfinished = counts["pending"] + counts["running"] + counts["paused"]
+    if unfinished or sum(counts.values()) < planned:
+        return "interrupted"
     if counts["completed"] == 0 and counts["failed"] > 0:
         # Single failed trials do not fail a study; a study in which every trial failed
         # found nothing, and saying "completed" would hide a broken setup.
         first_error = next((t.error for t in store.list_trials(study_id) if t.error), "") or ""
-        store.finish_study(study_id, "failed", error=f"all {counts['failed']} trials failed; the first error:\n{first_error[-8000:]}")
-        return "failed"
-    store.finish_study(study_id, "completed")
-    return "completed"
+        return store.finish_study(study_id, "failed", error=f"all {counts['failed']} trials failed; the first error:\n{first_error[-8000:]}").state
+    return store.finish_study(study_id, "completed").state
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,15 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("SEARCHSVC_DATABASE_URL"))
     parser.add_argument("--ray-address", default=os.environ.get("SEARCHSVC_RAY_ADDRESS"))
     parser.add_argument("--storage-dir", required=True, type=Path)
+    parser.add_argument("--max-concurrent", type=int, default=None, help="cap below the spec's max_concurrent")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.database_url:
         parser.error("--database-url or SEARCHSVC_DATABASE_URL is required")
     store = Store.open(args.database_url, apply_migrations=False)
     try:
-        state = run_study(store, args.study_id, ray_address=args.ray_address, storage_dir=args.storage_dir)
-        log.info("study %s ended: %s", args.study_id, state)
-        return 0
+        state = run_study(store, args.study_id, ray_address=args.ray_address, storage_dir=args.storage_dir,
+                          max_concurrent=args.max_concurrent)
+        log.info("study %s: %s", args.study_id, state)
+        return EXIT_INTERRUPTED if state == "interrupted" else 0
     except Exception:
         text = traceback.format_exc()
         log.error("study %s failed:\n%s", args.study_id, text)

@@ -52,6 +52,9 @@ class StudyRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     ray_experiment: Mapped[str | None] = mapped_column(String(200))
     dashboard_url: Mapped[str | None] = mapped_column(String(300))
+    control: Mapped[str | None] = mapped_column(String(20))
+    artifact_path: Mapped[str | None] = mapped_column(Text)
+    restarts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -76,6 +79,21 @@ class TrialRow(Base):
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
     best_objective: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AttemptRow(Base):
+    """Each run of a trial, so a retried trial's earlier failures stay visible."""
+
+    __tablename__ = "trial_attempts"
+    __table_args__ = (UniqueConstraint("trial_id", "attempt", name="uq_attempts_trial_attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), nullable=False, index=True)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

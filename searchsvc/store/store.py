@@ -21,8 +21,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from searchsvc.errors import AuthError, ConflictError, NotFoundError, SpecError
 from searchsvc.spec import StudySpec
 from searchsvc.store.database import make_engine, migrate, session_scope
-from searchsvc.store.models import ReportRow, StudyRow, TokenRow, TrialRow, UserRow, utcnow
-from searchsvc.store.types import TERMINAL_STUDY_STATES, TRIAL_STATES, Report, Study, Trial, User
+from searchsvc.store.models import AttemptRow, ReportRow, StudyRow, TokenRow, TrialRow, UserRow, utcnow
+from searchsvc.store.types import (
+    TERMINAL_STUDY_STATES,
+    TRIAL_STATES,
+    UNFINISHED_TRIAL_STATES,
+    Attempt,
+    Report,
+    Study,
+    Trial,
+    User,
+)
 
 TOKEN_PREFIX = "ss_"
 
@@ -136,34 +145,108 @@ class Store:
             if row.state in TERMINAL_STUDY_STATES:
                 raise ConflictError(f"study {study_id} is already {row.state}")
             row.stop_requested = True
-            if row.state == "pending":
+            if row.state in ("pending", "paused"):
                 row.state = "stopped"
+                row.control = None
                 row.finished_at = utcnow()
+                self._close_trials(session, study_id, "stopped", None)
             session.flush()
             return self._study(session, row)
+
+    def request_pause(self, study_id: int, *, owner_id: int | None = None) -> Study:
+        """Pause a study: a pending one at once; a running one's runner saves its Tune state
+        and ends, keeping unfinished trials resumable. Raises NotFoundError or ConflictError."""
+        with self._scope() as session:
+            row = self._study_row(session, study_id, owner_id, lock=True)
+            if row.state == "pending":
+                row.state = "paused"
+            elif row.state == "running" and not row.stop_requested:
+                row.control = "pause"
+            else:
+                raise ConflictError(f"study {study_id} is {row.state}; only a pending or running study can be paused")
+            session.flush()
+            return self._study(session, row)
+
+    def request_resume(self, study_id: int, *, owner_id: int | None = None) -> Study:
+        """Queue a paused study again; its runner restores the saved Tune state.
+        Raises NotFoundError, or ConflictError unless the study is paused."""
+        with self._scope() as session:
+            row = self._study_row(session, study_id, owner_id, lock=True)
+            if row.state != "paused":
+                raise ConflictError(f"study {study_id} is {row.state}; only a paused study can be resumed")
+            row.state = "pending"
+            row.control = None
+            session.flush()
+            return self._study(session, row)
+
+    def pause_study(self, study_id: int) -> Study:
+        """The runner paused: unfinished trials wait as paused until the study resumes."""
+        with self._scope() as session:
+            row = self._study_row(session, study_id, None, lock=True)
+            row.state = "paused"
+            row.control = None
+            session.execute(
+                update(TrialRow)
+                .where(TrialRow.study_id == study_id, TrialRow.state.in_(UNFINISHED_TRIAL_STATES))
+                .values(state="paused")
+            )
+            session.flush()
+            return self._study(session, row)
+
+    def requeue_interrupted(self) -> list[Study]:
+        """After a control-plane restart, studies that were running have no runner: queue
+        them again (their runners restore the saved Tune state), or pause them if a pause
+        was requested. Returns the studies requeued."""
+        out: list[Study] = []
+        with self._scope() as session:
+            for row in session.scalars(select(StudyRow).where(StudyRow.state == "running").with_for_update()):
+                if row.control == "pause":
+                    row.state = "paused"
+                    row.control = None
+                else:
+                    row.state = "pending"
+                    row.restarts += 1
+                session.flush()
+                out.append(self._study(session, row))
+        return out
+
+    def requeue(self, study_id: int) -> Study:
+        """A running study whose runner was interrupted goes back to pending, to be restored."""
+        with self._scope() as session:
+            row = self._study_row(session, study_id, None, lock=True)
+            if row.state == "running":
+                row.state = "pending"
+                row.restarts += 1
+            session.flush()
+            return self._study(session, row)
+
+    def study_control(self, study_id: int) -> tuple[bool, str | None]:
+        """``(stop_requested, control)``: what the study's runner is being asked to do."""
+        with self._scope() as session:
+            row = session.execute(select(StudyRow.stop_requested, StudyRow.control).where(StudyRow.id == study_id)).first()
+            if row is None:
+                raise NotFoundError(f"study {study_id} not found")
+            return bool(row[0]), row[1]
+
+    def set_artifact(self, study_id: int, path: str) -> None:
+        with self._scope() as session:
+            self._study_row(session, study_id, None).artifact_path = path
 
     def is_stop_requested(self, study_id: int) -> bool:
         with self._scope() as session:
             return bool(session.scalar(select(StudyRow.stop_requested).where(StudyRow.id == study_id)))
 
-    def claim_pending_studies(self, limit: int = 10) -> list[Study]:
-        """Move up to ``limit`` pending studies to running and return them.
-
-        The conditional UPDATE makes the claim atomic: two dispatchers never both get
-        the same study.
-        """
-        claimed: list[Study] = []
+    def claim_study(self, study_id: int) -> Study | None:
+        """Move one pending study to running; None if it is no longer pending (atomic)."""
         with self._scope() as session:
-            ids = session.scalars(select(StudyRow.id).where(StudyRow.state == "pending").order_by(StudyRow.id).limit(limit)).all()
-            for study_id in ids:
-                result = session.execute(
-                    update(StudyRow)
-                    .where(StudyRow.id == study_id, StudyRow.state == "pending")
-                    .values(state="running", started_at=utcnow(), updated_at=utcnow())
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(self._study(session, session.get_one(StudyRow, study_id)))
-        return claimed
+            result = session.execute(
+                update(StudyRow)
+                .where(StudyRow.id == study_id, StudyRow.state == "pending")
+                .values(state="running", started_at=func.coalesce(StudyRow.started_at, utcnow()), updated_at=utcnow())
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return self._study(session, session.get_one(StudyRow, study_id))
 
     def set_study_ray_info(self, study_id: int, *, experiment: str, dashboard_url: str | None) -> None:
         with self._scope() as session:
@@ -186,7 +269,8 @@ class Store:
     # ---- trials -----------------------------------------------------------------------
 
     def start_trial(self, study_id: int, *, ray_trial_id: str, config: dict[str, Any]) -> Trial:
-        """Record that a trial started (or restarted, which counts a new attempt)."""
+        """Record that a trial (re)started. A trial restored after a pause or a control-plane
+        restart continues its current attempt; a retry got its new attempt in :meth:`retry_trial`."""
         with self._scope() as session:
             row = session.scalar(
                 select(TrialRow).where(TrialRow.study_id == study_id, TrialRow.ray_trial_id == ray_trial_id).with_for_update()
@@ -196,13 +280,38 @@ class Store:
                 row = TrialRow(study_id=study_id, number=number, ray_trial_id=ray_trial_id, state="running", config=config, attempt=1)
                 row.started_at = utcnow()
                 session.add(row)
+                session.flush()
             else:
-                row.attempt += 1
                 row.state = "running"
                 row.error = None
                 row.finished_at = None
+            attempt = self._attempt_row(session, row)
+            attempt.state = "running"
+            attempt.started_at = attempt.started_at or utcnow()
             session.flush()
             return self._trial(session, row)
+
+    def retry_trial(self, trial_id: int, *, error: str) -> Trial:
+        """The trial's worker failed and Tune will run it again: close the attempt with its
+        error and open the next one (pending until it starts)."""
+        with self._scope() as session:
+            row = session.get(TrialRow, trial_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"trial {trial_id} not found")
+            current = self._attempt_row(session, row)
+            current.state, current.error, current.finished_at = "failed", error, utcnow()
+            row.attempt += 1
+            row.state = "pending"
+            session.add(AttemptRow(trial_id=row.id, attempt=row.attempt, state="pending"))
+            session.flush()
+            return self._trial(session, row)
+
+    def _attempt_row(self, session: Session, trial: TrialRow) -> AttemptRow:
+        attempt = session.scalar(select(AttemptRow).where(AttemptRow.trial_id == trial.id, AttemptRow.attempt == trial.attempt))
+        if attempt is None:
+            attempt = AttemptRow(trial_id=trial.id, attempt=trial.attempt, state=trial.state)
+            session.add(attempt)
+        return attempt
 
     def finish_trial(self, trial_id: int, state: str, *, error: str | None = None) -> Trial:
         if state not in TRIAL_STATES:
@@ -214,6 +323,8 @@ class Store:
             row.state = state
             row.error = error
             row.finished_at = utcnow()
+            attempt = self._attempt_row(session, row)
+            attempt.state, attempt.error, attempt.finished_at = state, error, row.finished_at
             session.flush()
             return self._trial(session, row)
 
@@ -239,14 +350,20 @@ class Store:
             return self._trial(session, row)
 
     def mark_unfinished_trials(self, study_id: int, state: str, *, error: str | None = None) -> int:
-        """Close every trial still running (after a stop or a crash). Returns how many."""
+        """Close every trial still pending, running or paused (after a stop or a crash). Returns how many."""
         with self._scope() as session:
-            result = session.execute(
-                update(TrialRow)
-                .where(TrialRow.study_id == study_id, TrialRow.state.in_(["pending", "running"]))
-                .values(state=state, error=error, finished_at=utcnow())
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return self._close_trials(session, study_id, state, error)
+
+    def _close_trials(self, session: Session, study_id: int, state: str, error: str | None) -> int:
+        rows = session.scalars(
+            select(TrialRow).where(TrialRow.study_id == study_id, TrialRow.state.in_(UNFINISHED_TRIAL_STATES))
+        ).all()
+        now = utcnow()
+        for row in rows:
+            row.state, row.error, row.finished_at = state, error, now
+            attempt = self._attempt_row(session, row)
+            attempt.state, attempt.error, attempt.finished_at = state, error, now
+        return len(rows)
 
     def trial_counts(self, study_id: int) -> dict[str, int]:
         """How many of the study's trials are in each state (absent states count 0)."""
@@ -361,6 +478,9 @@ class Store:
             finished_at=_aware(row.finished_at),
             ray_experiment=row.ray_experiment,
             dashboard_url=row.dashboard_url,
+            control=row.control,
+            artifact_path=row.artifact_path,
+            restarts=row.restarts,
         )
 
     def _trial(self, session: Session, row: TrialRow) -> Trial:
@@ -380,6 +500,10 @@ class Store:
             checkpoint_path=row.checkpoint_path,
             best_objective=row.best_objective,
             num_reports=int(count),
+            attempts=tuple(
+                Attempt(attempt=a.attempt, state=a.state, error=a.error, started_at=_aware(a.started_at), finished_at=_aware(a.finished_at))
+                for a in session.scalars(select(AttemptRow).where(AttemptRow.trial_id == row.id).order_by(AttemptRow.attempt))
+            ),
         )
 
 

@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 StudyState = Literal["pending", "running", "paused", "completed", "failed", "stopped"]
-TrialState = Literal["pending", "running", "completed", "failed", "stopped"]
+TrialState = Literal["pending", "running", "paused", "completed", "failed", "stopped"]
 
 STUDY_STATES: tuple[str, ...] = ("pending", "running", "paused", "completed", "failed", "stopped")
 TERMINAL_STUDY_STATES: frozenset[str] = frozenset({"completed", "failed", "stopped"})
-TRIAL_STATES: tuple[str, ...] = ("pending", "running", "completed", "failed", "stopped")
+TRIAL_STATES: tuple[str, ...] = ("pending", "running", "paused", "completed", "failed", "stopped")
+UNFINISHED_TRIAL_STATES: tuple[str, ...] = ("pending", "running", "paused")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class Study:
     finished_at: datetime | None
     ray_experiment: str | None = None
     dashboard_url: str | None = None
+    control: str | None = None  # a pending request to the runner: "pause"
+    artifact_path: str | None = None
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,18 @@ class Trial:
     checkpoint_path: str | None
     best_objective: float | None
     num_reports: int = 0
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a trial: the first, or a retry after the trial's worker failed."""
+
+    attempt: int
+    state: str
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)

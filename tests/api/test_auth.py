@@ -13,6 +13,8 @@ ROUTES = [
     ("GET", "/v1/studies/{id}/best"),
     ("GET", "/v1/studies/{id}/artifact"),
     ("POST", "/v1/studies/{id}/stop"),
+    ("POST", "/v1/studies/{id}/pause"),
+    ("POST", "/v1/studies/{id}/resume"),
 ]
 
 

@@ -36,7 +36,7 @@ def test_valid_spec_is_stored_with_defaults(api: ApiUsers, minimal_spec: dict) -
     assert response.status_code == 201
     body = response.json()
     assert body["spec"]["search"]["algorithm"] == "tpe"
-    assert body["progress"] == {"total": 8, "pending": 0, "running": 0, "completed": 0, "failed": 0, "stopped": 0,
+    assert body["progress"] == {"total": 8, "pending": 0, "running": 0, "paused": 0, "completed": 0, "failed": 0, "stopped": 0,
                                 "best_objective": None}
     fetched = api.client.get(f"/v1/studies/{body['id']}", headers=api.alice).json()
     assert fetched["spec"] == body["spec"]

@@ -41,9 +41,9 @@ def test_study_lifecycle_and_isolation(store: Store, minimal_spec: dict) -> None
     with pytest.raises(NotFoundError):
         store.get_study(study.id, owner_id=bob.id)
     assert store.list_studies(owner_id=bob.id) == []
-    claimed = store.claim_pending_studies()
-    assert [s.id for s in claimed] == [study.id] and claimed[0].state == "running"
-    assert store.claim_pending_studies() == []  # claimed exactly once
+    claimed = store.claim_study(study.id)
+    assert claimed is not None and claimed.state == "running"
+    assert store.claim_study(study.id) is None  # claimed exactly once
     assert store.request_stop(study.id, owner_id=alice.id).stop_requested
     assert store.finish_study(study.id, "stopped").state == "stopped"
     with pytest.raises(ConflictError):
@@ -89,15 +89,50 @@ def test_minimise_mode_picks_the_lowest(store: Store, minimal_spec: dict) -> Non
     assert store.get_trial(study.id, t.id).best_objective == 0.3
 
 
-def test_restarted_trial_counts_an_attempt(store: Store, minimal_spec: dict) -> None:
+def test_retry_opens_an_attempt_and_restore_continues_it(store: Store, minimal_spec: dict) -> None:
     alice, _ = store.issue_token("alice")
     study = store.create_study(alice.id, parse_spec(minimal_spec))
     t = store.start_trial(study.id, ray_trial_id="r", config={})
     store.add_report(t.id, epoch=1, objective=0.1, metrics={})
+    t = store.retry_trial(t.id, error="worker died: boom")
+    assert (t.attempt, t.state) == (2, "pending")
+    t = store.start_trial(study.id, ray_trial_id="r", config={})
+    assert (t.attempt, t.state) == (2, "running")
+    store.add_report(t.id, epoch=1, objective=0.2, metrics={})
+    # a restore after a control-plane restart continues the same attempt: a replayed epoch is dropped
     t = store.start_trial(study.id, ray_trial_id="r", config={})
     assert t.attempt == 2
-    store.add_report(t.id, epoch=1, objective=0.2, metrics={})
-    assert [(r.attempt, r.epoch) for r in store.list_reports(study.id, t.id)] == [(1, 1), (2, 1)]
+    store.add_report(t.id, epoch=1, objective=0.9, metrics={})
+    store.add_report(t.id, epoch=2, objective=0.3, metrics={})
+    t = store.finish_trial(t.id, "completed")
+    assert [(r.attempt, r.epoch, r.objective) for r in store.list_reports(study.id, t.id)] == [(1, 1, 0.1), (2, 1, 0.2), (2, 2, 0.3)]
+    assert [(a.attempt, a.state, a.error) for a in t.attempts] == [(1, "failed", "worker died: boom"), (2, "completed", None)]
+
+
+def test_pause_resume_and_requeue_after_a_crash(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    pending = store.create_study(alice.id, parse_spec(minimal_spec))
+    assert store.request_pause(pending.id).state == "paused"
+    assert store.request_resume(pending.id).state == "pending"
+    with pytest.raises(ConflictError):
+        store.request_resume(pending.id)
+    running = store.claim_study(pending.id)
+    assert running is not None and running.state == "running"
+    assert store.claim_study(pending.id) is None  # claimed exactly once
+    t = store.start_trial(running.id, ray_trial_id="r", config={})
+    assert store.request_pause(running.id).control == "pause"
+    assert store.study_control(running.id) == (False, "pause")
+    paused = store.pause_study(running.id)
+    assert paused.state == "paused" and paused.control is None
+    assert store.get_trial(running.id, t.id).state == "paused"
+    store.request_resume(running.id)
+    store.claim_study(running.id)
+    # the control plane dies while it runs: on restart the study is queued again
+    requeued = store.requeue_interrupted()
+    assert [(s.id, s.state, s.restarts) for s in requeued] == [(running.id, "pending", 1)]
+    stopped = store.request_stop(running.id)
+    assert stopped.state == "stopped"
+    assert store.get_trial(running.id, t.id).state == "stopped"
 
 
 def test_store_pickles_as_its_url(store: Store, minimal_spec: dict) -> None:
