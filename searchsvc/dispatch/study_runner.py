@@ -82,7 +82,10 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
             storage_path=str(storage_dir),
             callbacks=[StoreCallback(store, study_id, metric=search.metric, mode=search.mode)],
             stop=StopWhenRequested(store, study_id),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            # Ray keeps the latest checkpoint (to resume from) besides the best one (the artifact).
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode
+            ),
             failure_config=tune.FailureConfig(max_failures=search.max_retries),
             verbose=1,
         ),

@@ -23,11 +23,14 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
         from searchsvc.spec import parse_spec
         from workers import run_trial
 
+        import ray
+
         trial_spec = parse_spec(spec_data)  # re-checked on the worker: its task folders must exist there too
+        node_id = ray.get_runtime_context().get_node_id()
 
         def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
             checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-            tune.report(dict(metrics), checkpoint=checkpoint)
+            tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
 
         with tempfile.TemporaryDirectory(prefix="searchsvc-trial-") as workdir:
             run_trial(dict(config), spec=trial_spec, report=report, workdir=workdir)

@@ -413,17 +413,27 @@ class Store:
             return _report(row)
 
     def attach_checkpoint(self, trial_id: int, *, path: str) -> None:
-        """Attach a checkpoint to the trial's latest report; it becomes the trial's checkpoint."""
+        """Attach a checkpoint to the trial's latest report. It becomes the trial's own
+        checkpoint (what the artifact is built from) only if that report is the trial's best."""
         with self._scope() as session:
             trial = session.get(TrialRow, trial_id, with_for_update=True)
             if trial is None:
                 raise NotFoundError(f"trial {trial_id} not found")
-            trial.checkpoint_path = path
             latest = session.scalar(
                 select(ReportRow).where(ReportRow.trial_id == trial_id).order_by(ReportRow.attempt.desc(), ReportRow.epoch.desc()).limit(1)
             )
             if latest is not None:
                 latest.checkpoint_path = path
+            if latest is None or latest.objective is None or trial.checkpoint_path is None or latest.objective == trial.best_objective:
+                trial.checkpoint_path = path
+            # Ray keeps only the latest and the best checkpoint of a trial; forget the others'
+            # paths so no report points at a deleted folder.
+            keep = {path, trial.checkpoint_path}
+            session.execute(
+                update(ReportRow)
+                .where(ReportRow.trial_id == trial_id, ReportRow.checkpoint_path.is_not(None), ReportRow.checkpoint_path.not_in(keep))
+                .values(checkpoint_path=None)
+            )
 
     def list_reports(self, study_id: int, trial_id: int, *, owner_id: int | None = None) -> list[Report]:
         with self._scope() as session:

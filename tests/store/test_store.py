@@ -65,12 +65,15 @@ def test_reports_are_stored_once_and_best_is_the_max(store: Store, minimal_spec:
     store.add_report(t0.id, epoch=1, objective=0.5, metrics={"avg_dev_score": 0.5})
     store.add_report(t0.id, epoch=2, objective=0.7, metrics={"avg_dev_score": 0.7})
     store.attach_checkpoint(t0.id, path="/ckpt/t0-e2")
+    store.add_report(t0.id, epoch=3, objective=0.65, metrics={"avg_dev_score": 0.65})
+    store.attach_checkpoint(t0.id, path="/ckpt/t0-e3")  # latest, not best: the trial keeps e2's
+    assert store.get_trial(study.id, t0.id).checkpoint_path == "/ckpt/t0-e2"
     store.add_report(t1.id, epoch=1, objective=0.6, metrics={"avg_dev_score": 0.6})
     again = store.add_report(t0.id, epoch=2, objective=0.99, metrics={})  # a replay changes nothing
     assert again.objective == 0.7
     reports = store.list_reports(study.id, t0.id)
-    assert [(r.epoch, r.objective) for r in reports] == [(1, 0.5), (2, 0.7)]
-    assert reports[1].checkpoint_path == "/ckpt/t0-e2"
+    assert [(r.epoch, r.objective) for r in reports] == [(1, 0.5), (2, 0.7), (3, 0.65)]
+    assert [r.checkpoint_path for r in reports] == [None, "/ckpt/t0-e2", "/ckpt/t0-e3"]
     trial, report = store.best_trial(study.id)  # type: ignore[misc]
     assert (trial.id, report.epoch, report.objective) == (t0.id, 2, 0.7)
     assert trial.best_objective == 0.7

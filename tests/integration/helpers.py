@@ -1,0 +1,29 @@
+"""Waiting on studies and reading them back, for the fault-tolerance tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from searchsvc.client import Study
+
+
+def wait_for(condition: Callable[[], Any], *, timeout_s: float = 300, poll_s: float = 0.5, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def reports_by_trial(study: Study) -> dict[int, list[dict]]:
+    return {t["id"]: study.reports(t["id"]) for t in study.trials()}
+
+
+def assert_each_epoch_once(reports: dict[int, list[dict]]) -> None:
+    for trial_id, rows in reports.items():
+        epochs = [r["epoch"] for r in rows]
+        assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)
