@@ -17,7 +17,6 @@ import shlex
 import shutil
 import stat
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,11 @@ import pytest
 import yaml
 
 from searchsvc.cli import build_parser
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the pyproject cross-check is skipped
+    tomllib = None  # type: ignore[assignment]
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -237,10 +241,23 @@ def test_compose_builds_both_images_with_the_same_version_pins() -> None:
         assert api_args[key] == worker_args[key], key
 
 
+def test_compose_every_ray_participant_shares_the_ray_token() -> None:
+    services = load_compose()["services"]
+    token = env_file(ENV_EXAMPLE)["RAY_AUTH_TOKEN"]
+    for name in ("ray-head", "api", "gpu-worker"):
+        env = services[name]["environment"]
+        assert (env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]) == ("token", token), name
+    without = env_file(ENV_EXAMPLE)
+    del without["RAY_AUTH_TOKEN"]
+    with pytest.raises(KeyError, match="RAY_AUTH_TOKEN"):
+        load_compose(without)
+
+
 def test_no_credentials_in_compose_and_the_real_env_file_is_ignored() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
     assert "change-me" not in text
     assert re.search(r"POSTGRES_PASSWORD: \$\{POSTGRES_PASSWORD:\?", text)
+    assert re.search(r"RAY_AUTH_TOKEN: \$\{RAY_AUTH_TOKEN:\?", text)
     ignored = (DOCKER / ".gitignore").read_text(encoding="utf-8").split()
     assert ".env" in ignored
 
@@ -287,6 +304,8 @@ def test_ray_python_and_torch_pins_agree_everywhere_and_satisfy_pyproject() -> N
     for key in ("RAY_VERSION", "PYTHON_VERSION", "TORCH_VERSION"):
         assert control[key] == gpu[key] == env[key] == build_args[key], key
     assert rayclusters["spec"]["rayVersion"] == control["RAY_VERSION"]
+    if tomllib is None:
+        return
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     ranges = {re.split(r"[\[<>=!~ ]", d, maxsplit=1)[0]: d for d in deps}
     for package, version in (("ray", control["RAY_VERSION"]), ("torch", control["TORCH_VERSION"])):
@@ -321,8 +340,10 @@ def _stub_bin(tmp_path: Path, *names: str) -> tuple[Path, Path]:
 
 
 def _run_script(script: str, args: list[str], bin_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    if shutil.which("sh") is None:
+        pytest.skip("no POSIX shell")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SEARCHSVC_", "RAY_"))}
-    return subprocess.run(["sh", str(DOCKER / script), *args], capture_output=True, text=True, timeout=30,
+    return subprocess.run(["sh", str(DOCKER / script), *args], check=False, capture_output=True, text=True, timeout=30,
                           env={**clean, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
 
 
@@ -366,7 +387,7 @@ def test_gpu_worker_entrypoint_builds_the_ray_start_command(tmp_path: Path) -> N
 # ---- kuberay-cluster.yaml --------------------------------------------------------------
 
 _RAYCLUSTER_SPEC = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
-                    "autoscalerOptions", "headServiceAnnotations", "suspend"}
+                    "autoscalerOptions", "headServiceAnnotations", "suspend", "authOptions"}
 _HEAD_GROUP = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
 _WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
                  "template", "scaleStrategy", "suspend", "idleTimeoutSeconds"}
@@ -410,6 +431,10 @@ def test_kuberay_control_plane_points_at_the_head_service_and_reads_a_secret() -
     env = env_list(container)
     assert env["SEARCHSVC_RAY_ADDRESS"]["value"] == f"{cluster['metadata']['name']}-head-svc:{gcs_port}"
     assert "secretKeyRef" in env["SEARCHSVC_DATABASE_URL"]["valueFrom"]
+    # The API pod is a Ray node and a driver: it presents the cluster's token.
+    auth = cluster["spec"]["authOptions"]
+    assert auth["mode"] == "token" and env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": auth["secretName"], "key": "auth_token"}
     assert env["SEARCHSVC_DATA_DIR"]["value"] == DATA_DIR
     assert_is_serve(container["args"])
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
@@ -441,8 +466,8 @@ def test_docker_compose_config_accepts_the_file() -> None:
     docker = shutil.which("docker")
     if docker is None:
         pytest.skip("no docker client")
-    if subprocess.run([docker, "compose", "version"], capture_output=True, timeout=60).returncode != 0:
+    if subprocess.run([docker, "compose", "version"], check=False, capture_output=True, timeout=60).returncode != 0:
         pytest.skip("the docker client has no compose plugin")
     result = subprocess.run([docker, "compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -27,6 +27,8 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None, dashboard_p
         context = ray.init(address=address, log_to_driver=False, configure_logging=False)
     else:
         context = ray.init(
+            # "local": always a new Ray, never one that `ray start` left recorded on this machine
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=True,
             dashboard_host="127.0.0.1",

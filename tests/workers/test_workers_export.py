@@ -155,3 +155,51 @@ def test_adapter_loads_with_stock_peft_and_holds_the_trained_lora(trained: dict[
         matches = [k for k in loaded_lora if k.endswith(suffix)]
         assert len(matches) == 1, name
         torch.testing.assert_close(loaded_lora[matches[0]], tensor, rtol=0, atol=0)
+
+
+def test_adalora_artifact_predicts_like_the_trained_model(
+    tiny_bert: Path, two_tasks: dict[str, Path], tmp_path: Path
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
+
+    spec = parse_spec(
+        {
+            "name": "adalora",
+            "model": str(tiny_bert),
+            "method": "adalora",
+            "tasks": [{"name": name, "path": str(path)} for name, path in two_tasks.items()],
+            "train": {"max_epochs": 2, "patience": 2, "batch_size": 16, "max_seq_len": 32},
+        }
+    )
+    calls: list[str | None] = []
+    workers.run_trial({"lr": 1e-2, "lora_rank": 2}, spec=spec, report=lambda m, c: calls.append(c), workdir=tmp_path / "work")
+    checkpoint = [c for c in calls if c][-1]
+    out = workers.export_artifact(checkpoint, tmp_path / "artifact")
+    manifest = json.loads((out / ARTIFACT_FILE).read_text())
+    assert manifest["adapter"]["peft_type"] == "ADALORA" and manifest["prefix"] is None
+
+    loaded = load_checkpoint(checkpoint)
+    predictor = workers.load(out)
+    rows = _rows(spec)
+    for index, task in enumerate(load_spec_tasks(spec)):
+        split = loaded.model.encode_split(predictor.tokenizer, index, task.dev, max_seq_len=32)
+        raw = loaded.model.predict_split(index, split, batch_size=8, pad_id=predictor.tokenizer.pad_token_id, device="cpu")
+        got = predictor.predict(task.name, rows[task.name])
+        if task.kind == "classification":
+            assert got == [task.labels[int(p)] for p in raw]
+        else:
+            assert got == pytest.approx(list(raw), abs=1e-4)
+
+    # Stock PEFT loads the pruned AdaLoRA adapter (with notes about its rank pattern) and
+    # computes the trained function.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    inputs = tokenizer(["alpha magic beta", "cloud"], padding=True, return_tensors="pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stock = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_bert), str(out / ADAPTER_DIR))
+    stock.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            stock(**inputs).last_hidden_state, loaded.model.encoder(**inputs).last_hidden_state, rtol=1e-4, atol=1e-5
+        )

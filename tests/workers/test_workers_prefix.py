@@ -172,3 +172,47 @@ def test_t5_encoder_self_attention_slots(tiny_model_factory: Callable[[str], Pat
     assert not torch.allclose(plain, with_prefix, atol=1e-4)
     n_real = alone["input_ids"].shape[1]
     torch.testing.assert_close(with_prefix[1, :n_real], by_itself[0], rtol=1e-5, atol=1e-5)
+
+
+def test_generators_round_trip_through_the_registry() -> None:
+    from workers.prefix import generator_from_spec, generator_spec, registered_generators
+
+    assert registered_generators()["plain"] is PlainPrefix
+    slots = [AttentionSlot(kv_heads=2, head_dim=4), AttentionSlot(kv_heads=1, head_dim=8)]
+    original = PlainPrefix(length=3, hidden_size=8, slots=slots, bottleneck=5, dropout=0.1)
+    spec = generator_spec(original)
+    assert spec["name"] == "plain" and spec["module"] == "workers.prefix"
+    assert spec["config"] == {
+        "length": 3,
+        "hidden_size": 8,
+        "slots": [{"kv_heads": 2, "head_dim": 4}, {"kv_heads": 1, "head_dim": 8}],
+        "bottleneck": 5,
+        "dropout": 0.1,
+    }
+    rebuilt = generator_from_spec(spec)
+    rebuilt.load_state_dict(original.state_dict())
+    original.eval(), rebuilt.eval()
+    for (k1, v1), (k2, v2) in zip(original(), rebuilt(), strict=True):
+        torch.testing.assert_close(k1, k2)
+        torch.testing.assert_close(v1, v2)
+
+
+def test_registry_refuses_duplicates_and_unknown_names() -> None:
+    from workers.prefix import PrefixGenerator, generator_from_spec, generator_spec, register_generator
+
+    with pytest.raises(ValueError, match="already registered as 'plain'"):
+
+        @register_generator("plain")
+        class Impostor(PrefixGenerator):
+            pass
+
+    with pytest.raises(ValueError, match="lowercase"):
+        register_generator("Plain")
+
+    class Unregistered(PrefixGenerator):
+        pass
+
+    with pytest.raises(ValueError, match="not a registered prefix generator"):
+        generator_spec(Unregistered(length=1, hidden_size=4, slots=[AttentionSlot(1, 4)]))
+    with pytest.raises(ValueError, match="unknown prefix generator 'nope'"):
+        generator_from_spec({"name": "nope", "module": "somewhere.else", "config": {}})
