@@ -7,6 +7,8 @@ exists), which the API maps to HTTP status codes.
 
 from __future__ import annotations
 
+import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,16 +69,36 @@ class StudyService:
     def resume(self, user: User, study_id: int) -> StudyView:
         return self._view(self.store.request_resume(study_id, owner_id=user.id))
 
-    def artifact(self, user: User, study_id: int) -> tuple[Trial, Path]:
-        """The best trial's best checkpoint directory. Raises NotFoundError if there is none."""
+    def artifact(self, user: User, study_id: int) -> tuple[Path, str]:
+        """A .tar.gz of the study's exported artifact (merged model, discretized prefix,
+        heads, PEFT adapter), or of the best trial's best checkpoint until the study has
+        been exported. Built once, next to what it packs. Returns the file and the name to
+        download it as. Raises NotFoundError if neither exists."""
+        study = self.store.get_study(study_id, owner_id=user.id)
+        if study.artifact_path and Path(study.artifact_path).is_dir():
+            name = f"study-{study_id}-artifact"
+            return _tarball(Path(study.artifact_path), name=name), f"{name}.tar.gz"
         trial, report = self.best(user, study_id)
         path = report.checkpoint_path or trial.checkpoint_path
         if not path or not Path(path).is_dir():
             raise NotFoundError(f"study {study_id}: the best trial has no checkpoint on this server")
-        return trial, Path(path)
+        name = f"study-{study_id}-trial-{trial.number}-checkpoint"
+        return _tarball(Path(path), name=name), f"{name}.tar.gz"
 
     def _view(self, study: Study) -> StudyView:
         counts = self.store.trial_counts(study.id)
         best = self.store.best_trial(study.id)
         total = int((study.spec.get("search") or {}).get("num_trials", 0))
         return StudyView(study, StudyProgress(total=total, counts=counts, best_objective=best[1].objective if best else None))
+
+
+def _tarball(folder: Path, *, name: str) -> Path:
+    """``folder`` packed as ``<folder>.<name>.tar.gz`` beside it, made once (atomically)."""
+    target = folder.parent / f"{folder.name}.{name}.tar.gz"
+    if target.is_file() and target.stat().st_mtime >= folder.stat().st_mtime:
+        return target
+    partial = target.with_suffix(f".{os.getpid()}.partial")
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(folder, arcname=name)
+    os.replace(partial, target)
+    return target

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse
 
 from api.deps import CurrentUser, ServiceDep
 from api.schemas import BestOut, ListOut, ReportOut, StudyOut, TrialOut
@@ -67,15 +65,10 @@ def resume_study(study_id: int, user: CurrentUser, service: ServiceDep) -> Study
     return StudyOut.of(service.resume(user, study_id))
 
 
-@router.get("/{study_id}/artifact", response_class=StreamingResponse)
-def download_artifact(study_id: int, user: CurrentUser, service: ServiceDep) -> StreamingResponse:
-    """The best trial's best checkpoint, as a gzipped tar of its directory."""
-    trial, path = service.artifact(user, study_id)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(path, arcname=f"study-{study_id}-trial-{trial.number}")
-    buffer.seek(0)
-    filename = f"study-{study_id}-best.tar.gz"
-    return StreamingResponse(
-        buffer, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-    )
+@router.get("/{study_id}/artifact", response_class=FileResponse)
+def download_artifact(study_id: int, user: CurrentUser, service: ServiceDep) -> FileResponse:
+    """The study's adapter as a .tar.gz: after the study ends, the exported artifact (LoRA
+    merged into the base model, the discretized prefix, task heads, and the unmerged PEFT
+    adapter); before that, the best trial's best checkpoint so far."""
+    path, filename = service.artifact(user, study_id)
+    return FileResponse(path, media_type="application/gzip", filename=filename)

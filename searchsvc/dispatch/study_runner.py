@@ -104,14 +104,37 @@ def run_study(store: Store, study_id: int, *, ray_address: str | None, storage_d
     if not ray.is_initialized():
         ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
     build_tuner(store, study_id, spec, storage_dir=storage_dir, max_concurrent=max_concurrent).fit()
-    return record_outcome(store, study_id, planned=spec.search.num_trials)
+    return record_outcome(store, study_id, planned=spec.search.num_trials, artifacts_dir=storage_dir.parent / "artifacts")
 
 
-def record_outcome(store: Store, study_id: int, *, planned: int) -> str:
+def export_best(store: Store, study_id: int, artifacts_dir: Path) -> str | None:
+    """Export the best trial's best checkpoint as the study's artifact; returns an error
+    text if that failed (the study's result stands either way)."""
+    from searchsvc.dispatch.trainable import export_on_ray
+
+    best = store.best_trial(study_id)
+    if best is None:
+        return None
+    trial, report = best
+    checkpoint = report.checkpoint_path or trial.checkpoint_path
+    if not checkpoint or not Path(checkpoint).is_dir():
+        return f"artifact not exported: the best trial's checkpoint {checkpoint!r} is not on this machine"
+    try:
+        path = export_on_ray(checkpoint, str(artifacts_dir / f"study-{study_id}"))
+    except Exception as exc:  # noqa: BLE001 - reported on the study, never fatal to it
+        log.exception("study %s: export failed", study_id)
+        return f"artifact export failed: {exc}"
+    store.set_artifact(study_id, path)
+    log.info("study %s: artifact at %s", study_id, path)
+    return None
+
+
+def record_outcome(store: Store, study_id: int, *, planned: int, artifacts_dir: Path | None = None) -> str:
     stop, control = store.study_control(study_id)
     if stop:
         store.mark_unfinished_trials(study_id, "stopped")
-        return store.finish_study(study_id, "stopped").state
+        problem = export_best(store, study_id, artifacts_dir) if artifacts_dir else None
+        return store.finish_study(study_id, "stopped", error=problem).state
     if control == "pause":
         return store.pause_study(study_id).state
     counts = store.trial_counts(study_id)
@@ -123,7 +146,8 @@ def record_outcome(store: Store, study_id: int, *, planned: int) -> str:
         # found nothing, and saying "completed" would hide a broken setup.
         first_error = next((t.error for t in store.list_trials(study_id) if t.error), "") or ""
         return store.finish_study(study_id, "failed", error=f"all {counts['failed']} trials failed; the first error:\n{first_error[-8000:]}").state
-    return store.finish_study(study_id, "completed").state
+    problem = export_best(store, study_id, artifacts_dir) if artifacts_dir else None
+    return store.finish_study(study_id, "completed", error=problem).state
 
 
 def main(argv: list[str] | None = None) -> int:

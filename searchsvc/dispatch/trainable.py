@@ -1,8 +1,9 @@
-"""The Ray Tune trial function: the one entry point from dispatch into ``workers``.
+"""The door from dispatch into ``workers``: the Ray Tune trial function and the export task.
 
-It runs on a Ray worker, calls :func:`workers.run_trial`, and turns each epoch's report
-into ``tune.report`` (with the checkpoint directory, which Tune copies to the study's
-storage). Nothing else in ``searchsvc`` imports ``workers``.
+Both run on Ray workers. The trial function calls :func:`workers.run_trial` and turns
+each epoch's report into ``tune.report`` (with the checkpoint directory, which Tune
+copies to the study's storage); the export task turns the best checkpoint into the
+study's artifact. Nothing else in ``searchsvc`` imports ``workers``.
 """
 
 from __future__ import annotations
@@ -37,3 +38,17 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
 
     resources: dict[str, float] = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu, **spec.resources.custom}
     return tune.with_resources(searchsvc_trial, resources)
+
+
+def export_on_ray(checkpoint_dir: str, out_dir: str) -> str:
+    """Build the artifact from a checkpoint in a Ray task (on a worker, like training:
+    the control plane itself never loads a model). Returns the artifact directory."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def searchsvc_export(checkpoint: str, out: str) -> str:
+        from workers.export import export_artifact
+
+        return str(export_artifact(checkpoint, out))
+
+    return str(ray.get(searchsvc_export.remote(checkpoint_dir, out_dir)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 
@@ -47,11 +46,19 @@ def test_four_trial_study_runs_end_to_end(live: LiveService, tmp_path) -> None:
     assert best["report"]["checkpoint_path"], "the best epoch must have a checkpoint"
     assert study.progress["best_objective"] == top_objective
 
-    # The artifact is the best trial's checkpoint
+    # The artifact: the best trial exported as one directory (merged model, prefix, heads, PEFT adapter)
+    assert study.data["error"] is None, study.data["error"]
     path = study.download_artifact(tmp_path)
     with tarfile.open(path) as tar:
-        names = tar.getnames()
-    assert any(name.endswith("checkpoint.json") for name in names), names
+        names = set(tar.getnames())
+        tar.extractall(tmp_path / "artifact", filter="data")
+    assert f"study-{study.id}-artifact/searchsvc_artifact.json" in names, sorted(names)[:20]
+    assert f"study-{study.id}-artifact/adapter/adapter_config.json" in names
+    from workers import load
+
+    predictor = load(tmp_path / "artifact" / f"study-{study.id}-artifact")
+    rows = [json.loads(line) for line in open(live.tasks[0]["path"] + "/dev.jsonl")][:5]
+    assert len(predictor.predict("senti", rows)) == 5
 
 
 def test_stop_keeps_finished_epochs(live: LiveService) -> None:
