@@ -1,8 +1,10 @@
-"""Trainers for searchsvc: data, PEFT methods, metrics and the trial entry point.
+"""Trainers for searchsvc: data, PEFT methods, metrics, the trial entry point, export.
 
-The dispatcher imports exactly one name from here, :func:`run_trial`. Importing this
-package is cheap (no torch, no transformers): the heavy modules load on the first call,
-so a Ray driver or a CLI that only checks the entry point exists does not pay for them.
+The dispatcher imports exactly one name from here, :func:`run_trial`. Users of a finished
+study call :func:`export_artifact` (checkpoint -> artifact directory) and :func:`load`
+(artifact directory -> :class:`workers.artifact.Predictor`). Importing this package is
+cheap (no torch, no transformers): the heavy modules load on the first call, so a Ray
+driver or a CLI that only checks the entry point exists does not pay for them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from searchsvc.spec import StudySpec
+    from workers.artifact import Predictor
 
-__all__ = ["run_trial"]
+__all__ = ["export_artifact", "load", "run_trial"]
 
 
 def run_trial(
@@ -29,3 +32,17 @@ def run_trial(
     from workers.trial import run_trial as _run_trial
 
     return _run_trial(config, spec=spec, report=report, workdir=workdir)
+
+
+def export_artifact(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
+    """Turn a trial checkpoint into an artifact directory; see :func:`workers.export.export_artifact`."""
+    from workers.export import export_artifact as _export
+
+    return _export(checkpoint_dir, out_dir)
+
+
+def load(path: str | Path, *, device: str = "cpu") -> Predictor:
+    """Load an exported artifact as a predictor for every task; see :func:`workers.artifact.load`."""
+    from workers.artifact import load as _load
+
+    return _load(path, device=device)

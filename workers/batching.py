@@ -122,9 +122,16 @@ def collate(parts: Sequence[tuple[int, EncodedSplit, Sequence[int] | np.ndarray]
     )
 
 
+def length_sorted_chunks(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Row indices in chunks of ``batch_size``, shortest rows first (stable), for evaluation."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
 def eval_batches(split: EncodedSplit, *, task: int, batch_size: int, pad_id: int) -> Iterator[tuple[np.ndarray, Batch]]:
     """Batches over a whole split, shortest rows first (less padding); yields (row indices, batch)."""
-    order = np.argsort([len(x) for x in split.input_ids], kind="stable")
-    for start in range(0, len(order), batch_size):
-        picked = order[start : start + batch_size]
+    for picked in length_sorted_chunks([len(x) for x in split.input_ids], batch_size):
         yield picked, collate([(task, split, picked)], pad_id=pad_id)

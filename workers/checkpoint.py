@@ -5,7 +5,8 @@ A checkpoint directory (``checkpoint-epoch-0003/``) holds::
     trainable.safetensors   LoRA / AdaLoRA / prefix / head tensors (the frozen base is not copied)
     trial_config.json       the resolved trial hyperparameters
     spec.json               the study spec (``StudySpec.to_dict()``)
-    checkpoint.json         format version, epoch, metrics, method, base model, heads, total_steps
+    checkpoint.json         format version, epoch, metrics, method, base model, family,
+                            tasks (TaskInfo dicts, in the study's order), total_steps, max_seq_len
 
 The base model is read again from ``spec.model``, so a checkpoint is a few MB even for a
 large model. Directories are written under a temporary name and renamed when complete,
@@ -26,7 +27,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from searchsvc.spec import StudySpec, parse_spec
-from workers.model import HeadInfo, MultiTaskModel, build_model
+from workers.data import TaskInfo
+from workers.model import build_model
+from workers.multitask import MultiTaskBase
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "trainable.safetensors"
@@ -43,7 +46,7 @@ def checkpoint_name(epoch: int) -> str:
 def save_checkpoint(
     directory: str | Path,
     *,
-    model: MultiTaskModel,
+    model: MultiTaskBase,
     config: Mapping[str, Any],
     spec: StudySpec,
     info: Mapping[str, Any],
@@ -73,7 +76,7 @@ def save_checkpoint(
 class LoadedCheckpoint:
     """A rebuilt trial model with everything it was trained with."""
 
-    model: MultiTaskModel
+    model: MultiTaskBase
     spec: StudySpec
     config: dict[str, Any]
     info: dict[str, Any]
@@ -94,12 +97,19 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         raise ValueError(f"{folder}: unsupported checkpoint format {info.get('format_version')!r}")
     config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     spec = parse_spec(json.loads((folder / SPEC_FILE).read_text(encoding="utf-8")))
-    heads = {name: HeadInfo.from_dict(head) for name, head in info["heads"].items()}
-    model = build_model(spec.model, method=spec.method, config=config, heads=heads, total_steps=int(info["total_steps"]))
+    model = build_model(spec.model, method=spec.method, config=config, tasks=checkpoint_tasks(info), total_steps=int(info["total_steps"]))
     model.load_trainable_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     model.to(device)
     model.eval()
     return LoadedCheckpoint(model=model, spec=spec, config=config, info=info)
+
+
+def checkpoint_tasks(info: Mapping[str, Any]) -> list[TaskInfo]:
+    """The tasks of a checkpoint's ``checkpoint.json``, in training order."""
+    if "tasks" in info:
+        return [TaskInfo.from_dict(task) for task in info["tasks"]]
+    # The first format kept only {name: {kind, labels, metrics}} under "heads".
+    return [TaskInfo.from_dict(head, name=name) for name, head in info["heads"].items()]
 
 
 def _write_json(path: Path, data: Any) -> None:

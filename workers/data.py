@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from searchsvc.spec import StudySpec, TaskSpec
+from workers.text2text.verbalize import Verbalizer
 
 METRICS: tuple[str, ...] = ("accuracy", "f1", "macro_f1", "matthews_corrcoef", "pearson", "spearman")
 LABEL_TYPES: tuple[str, ...] = ("int", "str", "bool", "float")
@@ -49,6 +50,58 @@ class Example:
 
 
 @dataclass(frozen=True)
+class TaskInfo:
+    """Everything about a task except its rows: what a model, a checkpoint or a predictor needs.
+
+    ``verbalizer`` is the meta file's optional ``{label: text}`` override (text-to-text
+    models); ``label_type`` is the meta's (or inferred) type of the label values.
+    """
+
+    name: str
+    kind: TaskKind
+    labels: tuple[Any, ...]
+    metrics: tuple[str, ...]
+    shape: str
+    label_type: str
+    verbalizer: dict[str, str] | None = None
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.kind == "regression" else len(self.labels)
+
+    def make_verbalizer(self) -> Verbalizer:
+        """The label texts a text-to-text model writes for this task."""
+        return Verbalizer.for_task(self.kind, self.labels, label_type=self.label_type, override=self.verbalizer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "metrics": list(self.metrics),
+            "shape": self.shape,
+            "label_type": self.label_type,
+            "verbalizer": None if self.verbalizer is None else dict(self.verbalizer),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, name: str | None = None) -> TaskInfo:
+        kind = data["kind"]
+        if kind not in ("classification", "regression"):
+            raise ValueError(f"unknown task kind {kind!r}")
+        labels = tuple(data["labels"])
+        return cls(
+            name=str(name if name is not None else data["name"]),
+            kind=kind,
+            labels=labels,
+            metrics=tuple(data.get("metrics", ())),
+            shape=str(data.get("shape", "pair")),
+            label_type=str(data.get("label_type") or _infer_label_type(labels)),
+            verbalizer=data.get("verbalizer"),
+        )
+
+
+@dataclass(frozen=True)
 class TaskData:
     """A loaded task: its examples and what is needed to build its head and score it.
 
@@ -63,6 +116,21 @@ class TaskData:
     shape: str
     train: tuple[Example, ...]
     dev: tuple[Example, ...]
+    label_type: str | None = None
+    verbalizer: dict[str, str] | None = None
+
+    @property
+    def info(self) -> TaskInfo:
+        """The task without its rows."""
+        return TaskInfo(
+            name=self.name,
+            kind=self.kind,
+            labels=self.labels,
+            metrics=self.metrics,
+            shape=self.shape,
+            label_type=self.label_type or _infer_label_type(self.labels),
+            verbalizer=self.verbalizer,
+        )
 
     @property
     def num_outputs(self) -> int:
@@ -81,8 +149,8 @@ class TaskData:
         return float(self.labels[0]), float(self.labels[1])
 
     def head_info(self) -> dict[str, Any]:
-        """JSON-ready description of the head, stored with checkpoints to rebuild without data."""
-        return {"kind": self.kind, "labels": list(self.labels), "metrics": list(self.metrics)}
+        """JSON-ready :class:`TaskInfo`, stored with checkpoints to rebuild the model without data."""
+        return self.info.to_dict()
 
 
 def load_spec_tasks(spec: StudySpec) -> list[TaskData]:
@@ -108,6 +176,7 @@ def load_task(task: TaskSpec, *, max_train: int | None = None, max_dev: int | No
     meta = _read_meta(meta_path)
     kind, labels, label_type = _labels_from_meta(meta, meta_path)
     metrics = _metrics_from_meta(meta, meta_path, kind)
+    verbalizer = _verbalizer_from_meta(meta, meta_path, kind, labels, label_type)
     encoder = _LabelEncoder(kind, labels, label_type)
     train, shape = _read_split(folder / "train.jsonl", encoder, limit=max_train)
     dev, dev_shape = _read_split(folder / "dev.jsonl", encoder, limit=max_dev)
@@ -125,6 +194,8 @@ def load_task(task: TaskSpec, *, max_train: int | None = None, max_dev: int | No
         shape=shape,
         train=tuple(train),
         dev=tuple(dev),
+        label_type=label_type,
+        verbalizer=verbalizer,
     )
 
 
@@ -224,6 +295,20 @@ def _metrics_from_meta(meta: dict[str, Any], path: Path, kind: TaskKind) -> tupl
     if kind == "classification" and set(names) & correlation:
         raise ValueError(f"{path}: pearson/spearman need a float (regression) task, got {names}")
     return tuple(dict.fromkeys(names))
+
+
+def _verbalizer_from_meta(
+    meta: dict[str, Any], path: Path, kind: TaskKind, labels: list[Any], label_type: str
+) -> dict[str, str] | None:
+    """The optional ``"verbalizer": {label: text}`` of a meta file, checked against the labels."""
+    raw = meta.get("verbalizer")
+    try:
+        if raw is not None and not isinstance(raw, dict):
+            raise ValueError("'verbalizer' must be an object mapping labels to texts")
+        Verbalizer.for_task(kind, labels, label_type=label_type, override=raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return None if raw is None else dict(raw)
 
 
 def _is_number(value: Any) -> bool:

@@ -4,13 +4,19 @@ transformers (>= 5) looks every attention computation up by name in a registry
 (``AttentionInterface``) and builds masks through a second one (``AttentionMaskInterface``).
 We register one attention function under :data:`ATTN_IMPLEMENTATION` that prepends the
 prefix keys/values of the calling module, widens the mask by ``P`` "attend" columns on
-the left, and hands over to transformers' own SDPA function. The mask registry gets the
+the left, folds a T5-style relative position bias (zero towards the prefix) into that mask,
+and hands over to transformers' own SDPA function. The mask registry gets the
 stock SDPA mask builder under the same name; without it transformers skips building the
 padding mask and padded tokens would be attended.
 
 The prefix is attached to modules only inside :meth:`PrefixAttention.apply` (a context
 manager); outside it the function is plain SDPA, so the model computes exactly what it
 did before. Token positions are not shifted: the prefix has no position of its own.
+
+Where it applies: self-attention of encoders (BERT), of causal decoders (Llama: every token
+sees the whole prefix, causality is kept among real tokens, grouped-query K/V heads), and
+both stacks of encoder-decoders (T5: encoder self-attention and decoder self-attention,
+with ``scaling=1.0`` and ``position_bias`` passed through). Cross-attention never gets one.
 
 Caveat: this relies on the transformers 5.x attention interface (``module.layer_idx``,
 query/key/value as ``[batch, heads, tokens, head_dim]``, a boolean ``[B, 1, T, S]`` mask
@@ -66,10 +72,23 @@ def prefix_attention_forward(
     if is_causal is None:
         is_causal = bool(getattr(module, "is_causal", False))
     attention_mask = _widen_mask(attention_mask, length, query=query, key=key, is_causal=is_causal)
-    position_bias = kwargs.get("position_bias")
-    if position_bias is not None:  # T5-style additive bias: no bias towards the prefix
-        kwargs["position_bias"] = nn.functional.pad(position_bias, (length, 0))
+    position_bias = kwargs.pop("position_bias", None)
+    if position_bias is not None:  # T5-style additive bias: zero bias towards the prefix
+        attention_mask = _fold_bias(nn.functional.pad(position_bias, (length, 0)), attention_mask)
     return sdpa_attention_forward(module, query, key, value, attention_mask, is_causal=False, **kwargs)
+
+
+def _fold_bias(bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One additive float mask from a position bias ``[1 or B, H, T, S]`` and a (widened) mask.
+
+    Folding here, rather than passing ``position_bias`` on, keeps the computation exact on
+    every transformers version whose SDPA function ignores an unknown ``position_bias``.
+    """
+    if mask is None:
+        return bias
+    if mask.dtype == torch.bool:
+        return torch.where(mask, bias, torch.finfo(bias.dtype).min)
+    return bias + mask
 
 
 def _widen_mask(

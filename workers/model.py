@@ -1,19 +1,18 @@
-"""The trainable multi-task model: a frozen encoder, a PEFT method, and one head per task.
+"""Building the trainable multi-task model of a trial: base model, PEFT method, prefix, tasks.
 
 Methods (``spec.method``):
 
-- ``lora``:        LoRA (HF PEFT) on the attention projections, plus the heads;
+- ``lora``:        LoRA (HF PEFT) on the attention projections;
 - ``adalora``:     AdaLoRA (HF PEFT), whose rank budget shrinks over ``total_steps``;
-- ``prefix``:      a plain key/value prefix (:class:`workers.prefix.PlainPrefix`), plus heads;
-- ``lora+prefix``: both.
+- ``prefix``:      a plain key/value prefix (:class:`workers.prefix.PlainPrefix`);
+- ``lora+prefix``: both;
+- ``peml``:        the searched prefix (``workers/nas``); not built here yet.
 
-Pooling: every head reads the *mean of the last hidden states over non-padding tokens*.
-Mean pooling works for every family (an encoder's [CLS] is meaningless in a decoder such
-as Llama, where only the last token has seen the sentence) and suits sentence-embedding
-checkpoints like all-MiniLM-L6-v2, which were trained with exactly this pooling.
-
-Regression heads learn the label scaled to [0, 1] (MSE there) and predict
-``clamp(output, 0, 1)`` mapped back to the label range, so outputs always lie in range.
+The family (:mod:`workers.family`) decides the kind of model: an encoder gets one head per
+task (:class:`workers.encoder.MultiTaskModel`); an encoder-decoder or a causal decoder is
+trained text-to-text with no heads (:class:`workers.text2text.model.Text2TextModel`).
+:func:`assemble_model` is the part shared with :mod:`workers.artifact`, which rebuilds the
+same model around merged weights.
 """
 
 from __future__ import annotations
@@ -21,17 +20,37 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-from peft import AdaLoraConfig, LoraConfig, PeftModel, get_peft_model
+from peft import AdaLoraConfig, LoraConfig, get_peft_model
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from workers.batching import prepare_tokenizer
+from workers.data import TaskInfo
+from workers.encoder import HeadInfo, MultiTaskModel, TaskHead
+from workers.family import TEXT2TEXT_FAMILIES, detect_family, hidden_size, load_base
 from workers.injection import PrefixAttention
+from workers.multitask import ADALORA_ORTH_WEIGHT, MultiTaskBase
 from workers.prefix import PlainPrefix, PrefixGenerator
+from workers.text2text.encode import SpecialIds
+from workers.text2text.model import TaskFormat, Text2TextModel
+from workers.text2text.verbalize import Verbalizer
+
+__all__ = [
+    "ADALORA_ORTH_WEIGHT",
+    "LORA_METHODS",
+    "PREFIX_METHODS",
+    "HeadInfo",
+    "MultiTaskBase",
+    "MultiTaskModel",
+    "TaskHead",
+    "Text2TextModel",
+    "assemble_model",
+    "build_model",
+    "lora_target_modules",
+]
 
 LORA_METHODS = frozenset({"lora", "lora+prefix", "adalora"})
 PREFIX_METHODS = frozenset({"prefix", "lora+prefix"})
@@ -45,202 +64,93 @@ _TARGET_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("query_proj", "value_proj"),  # DeBERTa-v2
 )
 
-ADALORA_ORTH_WEIGHT = 0.5  # PEFT's default orth_reg_weight
-
-
-@dataclass(frozen=True)
-class HeadInfo:
-    """What a task head needs: its kind and label values (classes, or the regression range)."""
-
-    kind: str
-    labels: tuple[Any, ...]
-
-    @property
-    def num_outputs(self) -> int:
-        return 1 if self.kind == "regression" else len(self.labels)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> HeadInfo:
-        return cls(kind=str(data["kind"]), labels=tuple(data["labels"]))
-
-
-class TaskHead(nn.Module):
-    """Dropout + Linear on the pooled representation; owns its loss and its predictions."""
-
-    def __init__(self, hidden_size: int, info: HeadInfo, *, dropout: float = 0.1) -> None:
-        super().__init__()
-        if info.kind not in ("classification", "regression"):
-            raise ValueError(f"unknown head kind {info.kind!r}")
-        self.kind = info.kind
-        self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden_size, info.num_outputs)
-        low, high = (float(info.labels[0]), float(info.labels[1])) if info.kind == "regression" else (0.0, 1.0)
-        self.low, self.high = low, high
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(pooled))
-
-    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.kind == "regression":
-            target = (labels.float() - self.low) / (self.high - self.low)
-            return nn.functional.mse_loss(outputs.squeeze(-1), target)
-        return nn.functional.cross_entropy(outputs, labels.long())
-
-    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Class indices, or regression values clipped to the label range."""
-        if self.kind == "regression":
-            return outputs.squeeze(-1).clamp(0.0, 1.0) * (self.high - self.low) + self.low
-        return outputs.argmax(dim=-1)
-
-
-class MultiTaskModel(nn.Module):
-    """Encoder (+ LoRA) (+ prefix) shared by all tasks, and one :class:`TaskHead` per task."""
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        *,
-        heads: Mapping[str, TaskHead],
-        prefix: PrefixGenerator | None = None,
-        prefix_attention: PrefixAttention | None = None,
-        accepts_token_type_ids: bool = False,
-    ) -> None:
-        super().__init__()
-        if (prefix is None) != (prefix_attention is None):
-            raise ValueError("prefix and prefix_attention go together")
-        self.encoder = encoder
-        self.heads = nn.ModuleDict(dict(heads))
-        self.prefix = prefix
-        self._prefix_attention = prefix_attention
-        self.accepts_token_type_ids = accepts_token_type_ids
-
-    def head(self, task: str) -> TaskHead:
-        """The head of one task."""
-        head = self.heads[task]
-        assert isinstance(head, TaskHead)
-        return head
-
-    def encode(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Mean-pooled last hidden states ``[batch, hidden]``, with the prefix applied if any."""
-        inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and self.accepts_token_type_ids:
-            inputs["token_type_ids"] = token_type_ids
-        if self.prefix is not None and self._prefix_attention is not None:
-            with self._prefix_attention.apply(self.prefix()):
-                hidden = self.encoder(**inputs).last_hidden_state
-        else:
-            hidden = self.encoder(**inputs).last_hidden_state
-        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only what training changed (LoRA, prefix, heads): what a checkpoint must hold."""
-        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
-
-    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load a :meth:`trainable_state_dict`; every trainable tensor must be present, nothing else.
-
-        Raises:
-            ValueError: names or shapes do not match this model.
-        """
-        params = dict(self.named_parameters())
-        expected = {name for name, p in params.items() if p.requires_grad}
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        if missing or unexpected:
-            raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        with torch.no_grad():
-            for name, tensor in state.items():
-                if params[name].shape != tensor.shape:
-                    raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != {tuple(params[name].shape)}")
-                params[name].copy_(tensor)
-
-    def parameter_counts(self) -> tuple[int, int]:
-        """``(trainable, total)`` parameter counts (shared tensors counted once)."""
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.parameters())
-        return trainable, total
-
-    def is_adalora(self) -> bool:
-        return isinstance(self.encoder, PeftModel) and isinstance(self.encoder.peft_config.get("default"), AdaLoraConfig)
-
-    def adalora_step(self, global_step: int) -> None:
-        """AdaLoRA's budget update; call after ``optimizer.step()`` and before ``zero_grad()``."""
-        if self.is_adalora():
-            assert isinstance(self.encoder, PeftModel)
-            self.encoder.base_model.update_and_allocate(global_step)
-
-    def regularization(self) -> torch.Tensor | None:
-        """Extra loss terms of the method: AdaLoRA's orthogonality penalty on P and Q.
-
-        PEFT adds it only when the wrapped model returns a ``loss``; our encoder returns
-        hidden states, so the trainer adds this term itself.
-        """
-        if not self.is_adalora():
-            return None
-        terms = []
-        for name, p in self.encoder.named_parameters():
-            if p.requires_grad and ("lora_A" in name or "lora_B" in name):
-                gram = p @ p.T if "lora_A" in name else p.T @ p
-                terms.append(torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0], device=gram.device)))
-        if not terms:
-            return None
-        return ADALORA_ORTH_WEIGHT * torch.stack(terms).mean()
-
 
 def build_model(
     model_path: str,
     *,
     method: str,
     config: Mapping[str, Any],
-    heads: Mapping[str, HeadInfo],
+    tasks: Sequence[TaskInfo],
     total_steps: int,
-) -> MultiTaskModel:
-    """Load the base model, freeze it, and add the method's trainable parts and the heads.
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> MultiTaskBase:
+    """Load the base model, freeze it, and add the method's trainable parts (and heads, for encoders).
 
     ``config`` is a resolved trial config (every key of ``DEFAULT_HYPERPARAMETERS``).
-    ``total_steps`` is the planned number of optimizer steps (AdaLoRA's schedule needs it).
+    ``tasks`` are in the study's order; ``total_steps`` is the planned number of optimizer
+    steps (AdaLoRA's schedule needs it). ``tokenizer`` defaults to the model's own.
 
     Raises:
+        NotImplementedError: ``peml`` (the searched prefix lives in ``workers/nas``).
         ValueError: unknown method, or no LoRA target modules found in the model.
     """
+    if method == "peml":
+        raise NotImplementedError(
+            "method 'peml' (searched prefix + gradient coordination) is not built by workers.model yet; "
+            "it plugs into workers.trainer.train_epoch through backward_fn/step_hook"
+        )
     if method not in LORA_METHODS | PREFIX_METHODS:
         raise ValueError(f"unknown method {method!r}")
-    base = AutoModel.from_pretrained(model_path, dtype=torch.float32)
-    # An encoder-decoder (T5) contributes its encoder only: the heads read encoder states.
-    trunk: PreTrainedModel = base.get_encoder() if base.config.is_encoder_decoder else base
-    prefix_attention = PrefixAttention(trunk) if method in PREFIX_METHODS else None
-    hidden_size = int(getattr(base.config, "hidden_size", None) or base.config.d_model)
-    accepts_token_type_ids = "token_type_ids" in inspect.signature(trunk.forward).parameters
-    for p in trunk.parameters():
+    family = detect_family(AutoConfig.from_pretrained(model_path))
+    base = load_base(model_path, family)
+    prefix_attention = PrefixAttention(base) if method in PREFIX_METHODS else None
+    for p in base.parameters():
         p.requires_grad_(False)
-
-    encoder: nn.Module = trunk
+    backbone: nn.Module = base
     if method in LORA_METHODS:
         with warnings.catch_warnings():
             # transformers 5 deprecates an alias PEFT still calls; not actionable here.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            encoder = get_peft_model(trunk, _lora_config(trunk, method, config, total_steps))
-
+            backbone = get_peft_model(base, _lora_config(base, method, config, total_steps))
     prefix = None
     if prefix_attention is not None:
+        width = hidden_size(base.config)
         prefix = PlainPrefix(
-            length=int(config["prefix_length"]),
-            hidden_size=hidden_size,
-            slots=prefix_attention.slots,
-            bottleneck=hidden_size,
+            length=int(config["prefix_length"]), hidden_size=width, slots=prefix_attention.slots, bottleneck=width
         )
-    task_heads = {name: TaskHead(hidden_size, info) for name, info in heads.items()}
+    if tokenizer is None and family in TEXT2TEXT_FAMILIES:
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_path))
+    return assemble_model(
+        backbone, base=base, family=family, tasks=tasks, tokenizer=tokenizer, prefix=prefix, prefix_attention=prefix_attention
+    )
+
+
+def assemble_model(
+    backbone: nn.Module,
+    *,
+    base: PreTrainedModel,
+    family: str,
+    tasks: Sequence[TaskInfo],
+    tokenizer: PreTrainedTokenizerBase | None,
+    prefix: PrefixGenerator | None,
+    prefix_attention: PrefixAttention | None,
+    verbalizers: Mapping[str, Verbalizer] | None = None,
+) -> MultiTaskBase:
+    """The multi-task model of a family around a ready backbone (``base``, maybe PEFT-wrapped).
+
+    ``verbalizers`` fixes a task's label texts (an artifact's stored ones) instead of
+    deriving them from its :class:`TaskInfo`.
+
+    Raises:
+        ValueError: a text-to-text family without a tokenizer.
+    """
+    if family in TEXT2TEXT_FAMILIES:
+        if tokenizer is None:
+            raise ValueError("a text-to-text model needs its tokenizer (for the label texts)")
+        start = getattr(base.config, "decoder_start_token_id", None)
+        if family == "seq2seq" and start is None:
+            start = tokenizer.pad_token_id
+        special = SpecialIds.from_tokenizer(tokenizer, decoder_start=start)
+        chosen = verbalizers or {}
+        formats = [TaskFormat.build(info, tokenizer, special, verbalizer=chosen.get(info.name)) for info in tasks]
+        return Text2TextModel(
+            backbone, kind=family, formats=formats, special=special, prefix=prefix, prefix_attention=prefix_attention
+        )
+    width = hidden_size(base.config)
+    heads = {info.name: TaskHead(width, HeadInfo(kind=info.kind, labels=info.labels)) for info in tasks}
+    accepts_token_type_ids = "token_type_ids" in inspect.signature(base.forward).parameters
     return MultiTaskModel(
-        encoder,
-        heads=task_heads,
-        prefix=prefix,
-        prefix_attention=prefix_attention,
-        accepts_token_type_ids=accepts_token_type_ids,
+        backbone, heads=heads, prefix=prefix, prefix_attention=prefix_attention, accepts_token_type_ids=accepts_token_type_ids
     )
 
 
@@ -260,8 +170,8 @@ def lora_target_modules(model: nn.Module) -> list[str]:
     )
 
 
-def _lora_config(encoder: nn.Module, method: str, config: Mapping[str, Any], total_steps: int) -> LoraConfig:
-    targets = lora_target_modules(encoder)
+def _lora_config(model: nn.Module, method: str, config: Mapping[str, Any], total_steps: int) -> LoraConfig:
+    targets = lora_target_modules(model)
     rank = int(config["lora_rank"])
     common: dict[str, Any] = {
         "lora_alpha": float(config["lora_alpha"]),
@@ -286,4 +196,3 @@ def _lora_config(encoder: nn.Module, method: str, config: Mapping[str, Any], tot
         deltaT=1,
         **common,
     )
-

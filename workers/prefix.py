@@ -9,17 +9,29 @@ A generator owns prefix vectors ``P`` of shape ``[length, hidden]``, transforms 
 :class:`KVProjection` to one ``(key, value)`` pair per attention slot, each shaped
 ``[kv_heads, length, head_dim]`` (no batch dimension: the prefix is shared by every row,
 and the injection broadcasts it).
+
+Generators register under a lowercase name (:func:`register_generator`; ``PlainPrefix`` is
+``"plain"``) and round-trip through :meth:`PrefixGenerator.to_config` /
+:meth:`PrefixGenerator.from_config`, so an exported artifact can rebuild its generator
+without the trial that trained it (:func:`generator_spec`, :func:`generator_from_spec`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
 PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]
+
+_G = TypeVar("_G", bound="PrefixGenerator")
+
+# name -> generator class; filled by @register_generator when a generator's module is imported.
+_GENERATORS: dict[str, type[PrefixGenerator]] = {}
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,12 @@ class PrefixGenerator(nn.Module):
 
     Subclasses override :meth:`transform`; the searched (DARTS) generator will do so with
     its cells. ``forward()`` takes no input: the prefix does not depend on the batch.
+
+    A subclass that adds constructor arguments extends :meth:`to_config` with them, so
+    that ``type(g).from_config(g.to_config())`` builds an identical (untrained) generator.
     """
+
+    registry_name: ClassVar[str | None] = None
 
     def __init__(self, *, length: int, hidden_size: int, slots: Sequence[AttentionSlot]) -> None:
         super().__init__()
@@ -87,7 +104,87 @@ class PrefixGenerator(nn.Module):
     def forward(self) -> PrefixKV:
         return self.output(self.transform(self.vectors))
 
+    def to_config(self) -> dict[str, Any]:
+        """JSON-ready constructor arguments (the slots as ``{"kv_heads", "head_dim"}`` objects)."""
+        return {
+            "length": self.length,
+            "hidden_size": self.hidden_size,
+            "slots": [{"kv_heads": s.kv_heads, "head_dim": s.head_dim} for s in self.slots],
+        }
 
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PrefixGenerator:
+        """Build a generator from :meth:`to_config` output.
+
+        Raises:
+            ValueError: the config does not fit this class's constructor.
+        """
+        kwargs = dict(config)
+        kwargs["slots"] = [AttentionSlot(int(s["kv_heads"]), int(s["head_dim"])) for s in kwargs.get("slots", ())]
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ValueError(f"config does not fit {cls.__name__}: {exc}") from None
+
+
+def register_generator(name: str) -> Callable[[type[_G]], type[_G]]:
+    """Class decorator: register a generator class under a lowercase ``name``.
+
+    Raises:
+        ValueError: the name is not lowercase, or another class already has it.
+    """
+    if not name or name != name.lower() or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"generator names are lowercase letters, digits, '_' or '-', got {name!r}")
+
+    def decorate(cls: type[_G]) -> type[_G]:
+        existing = _GENERATORS.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"a prefix generator is already registered as {name!r}: {existing.__module__}.{existing.__qualname__}")
+        _GENERATORS[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return decorate
+
+
+def registered_generators() -> dict[str, type[PrefixGenerator]]:
+    """A copy of the registry: name -> class."""
+    return dict(_GENERATORS)
+
+
+def generator_spec(generator: PrefixGenerator) -> dict[str, Any]:
+    """``{"name", "module", "config"}``: what :func:`generator_from_spec` needs to rebuild it.
+
+    Raises:
+        ValueError: the generator's class is not registered.
+    """
+    cls = type(generator)
+    name = cls.registry_name
+    if name is None or _GENERATORS.get(name) is not cls:
+        raise ValueError(f"{cls.__qualname__} is not a registered prefix generator; decorate it with @register_generator")
+    return {"name": name, "module": cls.__module__, "config": generator.to_config()}
+
+
+def generator_from_spec(spec: Mapping[str, Any]) -> PrefixGenerator:
+    """Rebuild an (untrained) generator from :func:`generator_spec` output.
+
+    A name not registered yet is looked for by importing ``spec["module"]`` (only modules
+    of the ``workers`` package), which registers the class as a side effect.
+
+    Raises:
+        ValueError: unknown generator name, or a config that does not fit the class.
+    """
+    name = str(spec["name"])
+    module = spec.get("module")
+    if name not in _GENERATORS and isinstance(module, str) and module.split(".")[0] == "workers":
+        importlib.import_module(module)
+    cls = _GENERATORS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown prefix generator {name!r}; registered: {', '.join(sorted(_GENERATORS)) or 'none'}")
+    return cls.from_config(spec.get("config", {}))
+
+
+@register_generator("plain")
 class PlainPrefix(PrefixGenerator):
     """Prefix tuning with the reparameterisation of Li & Liang: ``P -> tanh MLP -> K/V``.
 
@@ -115,7 +212,11 @@ class PlainPrefix(PrefixGenerator):
                 nn.Tanh(),
                 nn.Linear(bottleneck, hidden_size),
             )
+        self.bottleneck = bottleneck
         self.dropout = nn.Dropout(dropout)
+
+    def to_config(self) -> dict[str, Any]:
+        return {**super().to_config(), "bottleneck": self.bottleneck, "dropout": float(self.dropout.p)}
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.mlp(x))

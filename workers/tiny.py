@@ -4,6 +4,12 @@
 ``AutoTokenizer.from_pretrained`` load without a network: a randomly initialised model
 (hidden size 32, 2 layers, 2 heads, seeded) and a WordPiece tokenizer trained on the
 texts given, so the vocabulary covers the test data and no token is ``[UNK]`` by accident.
+
+The decoder families are saved with their language-model heads (``LlamaForCausalLM``,
+``T5ForConditionalGeneration``), so they train text-to-text; ``AutoModel`` still loads
+their bare trunks. Their tokenizers mirror the real ones: Llama's adds only BOS
+(``[CLS]``) in front, T5's only EOS (``[SEP]``) at the end; both name ``[SEP]`` their EOS
+and ``[PAD]`` their padding, and T5 starts decoding from the pad token, as T5 does.
 """
 
 from __future__ import annotations
@@ -13,10 +19,23 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast, T5Config, T5Model
+from transformers import (
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 FAMILIES: tuple[str, ...] = ("bert", "llama", "t5")
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+# Words and characters of the default label texts (yes/no, numbers of regression bins),
+# always in the vocabulary so text-to-text models can write every label.
+LABEL_TEXTS: tuple[str, ...] = ("yes no true false", "0 1 2 3 4 5 6 7 8 9 . - 0.0 0.5 1.0 2.5")
 
 HIDDEN = 32
 LAYERS = 2
@@ -45,11 +64,13 @@ def build_tiny_model(
     texts = [t for t in texts if t]
     if not texts:
         raise ValueError("need some texts to train the tokenizer on")
+    texts += LABEL_TEXTS
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tokenizer(texts, vocab_size=vocab_size, pair_types=family == "bert")
+    tokenizer = _train_tokenizer(texts, vocab_size=vocab_size, family=family)
     vocab = len(tokenizer)
     torch.manual_seed(seed)
+    model: PreTrainedModel
     if family == "bert":
         model = BertModel(
             BertConfig(
@@ -63,7 +84,7 @@ def build_tiny_model(
             )
         )
     elif family == "llama":
-        model = LlamaModel(
+        model = LlamaForCausalLM(
             LlamaConfig(
                 vocab_size=vocab,
                 hidden_size=HIDDEN,
@@ -78,7 +99,7 @@ def build_tiny_model(
             )
         )
     else:
-        model = T5Model(
+        model = T5ForConditionalGeneration(
             T5Config(
                 vocab_size=vocab,
                 d_model=HIDDEN,
@@ -96,8 +117,11 @@ def build_tiny_model(
     return out
 
 
-def _train_tokenizer(texts: list[str], *, vocab_size: int, pair_types: bool) -> PreTrainedTokenizerFast:
-    """A lower-casing WordPiece tokenizer with BERT-style ``[CLS] a [SEP] b [SEP]`` templates."""
+def _train_tokenizer(texts: list[str], *, vocab_size: int, family: str) -> PreTrainedTokenizerFast:
+    """A lower-casing WordPiece tokenizer with the special-token templates of the family.
+
+    bert: ``[CLS] a [SEP] b [SEP]`` with token types; llama: ``[CLS] a b``; t5: ``a b [SEP]``.
+    """
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -105,12 +129,16 @@ def _train_tokenizer(texts: list[str], *, vocab_size: int, pair_types: bool) -> 
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
     tok.train_from_iterator(texts, trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    input_names = ["input_ids", "token_type_ids", "attention_mask"] if pair_types else ["input_ids", "attention_mask"]
+    specials = [("[CLS]", cls_id), ("[SEP]", sep_id)]
+    if family == "bert":
+        template = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=specials)
+    elif family == "llama":
+        template = processors.TemplateProcessing(single="[CLS] $A", pair="[CLS] $A $B", special_tokens=specials)
+    else:
+        template = processors.TemplateProcessing(single="$A [SEP]", pair="$A $B [SEP]", special_tokens=specials)
+    tok.post_processor = template
+    names = ["input_ids", "token_type_ids", "attention_mask"] if family == "bert" else ["input_ids", "attention_mask"]
+    decoder_tokens = {} if family == "bert" else {"bos_token": "[CLS]", "eos_token": "[SEP]"}
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",
@@ -118,5 +146,6 @@ def _train_tokenizer(texts: list[str], *, vocab_size: int, pair_types: bool) -> 
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
-        model_input_names=input_names,
+        model_input_names=names,
+        **decoder_tokens,
     )

@@ -27,10 +27,10 @@ import torch
 from transformers import AutoTokenizer
 
 from searchsvc.spec import DEFAULT_HYPERPARAMETERS, HYPERPARAMETERS, StudySpec
-from workers.batching import encode_examples, prepare_tokenizer
+from workers.batching import prepare_tokenizer
 from workers.checkpoint import checkpoint_name, save_checkpoint
 from workers.data import TaskData, load_spec_tasks
-from workers.model import HeadInfo, build_model
+from workers.model import build_model
 from workers.sampling import MultiTaskSampler, sampling_weights
 from workers.trainer import TaskRef, build_optimizer, evaluate, linear_warmup_decay, train_epoch
 
@@ -103,11 +103,13 @@ def run_trial(
     )
     sampler = MultiTaskSampler(sizes, batch_size=train_spec.batch_size, gammas=gammas, seed=train_spec.seed)
     total_steps = sampler.steps_per_epoch * train_spec.max_epochs
-    heads = {t.name: HeadInfo(kind=t.kind, labels=t.labels) for t in tasks}
-    model = build_model(spec.model, method=spec.method, config=params, heads=heads, total_steps=total_steps).to(device)
-    with_types = model.accepts_token_type_ids and "token_type_ids" in tokenizer.model_input_names
-    train_splits = [encode_examples(tokenizer, t.train, max_seq_len=train_spec.max_seq_len, with_token_types=with_types) for t in tasks]
-    dev_splits = [encode_examples(tokenizer, t.dev, max_seq_len=train_spec.max_seq_len, with_token_types=with_types) for t in tasks]
+    infos = [t.info for t in tasks]
+    model = build_model(
+        spec.model, method=spec.method, config=params, tasks=infos, total_steps=total_steps, tokenizer=tokenizer
+    ).to(device)
+    max_len = train_spec.max_seq_len
+    train_splits = [model.encode_split(tokenizer, i, t.train, max_seq_len=max_len) for i, t in enumerate(tasks)]
+    dev_splits = [model.encode_split(tokenizer, i, t.dev, max_seq_len=max_len) for i, t in enumerate(tasks)]
     refs = [TaskRef(name=t.name, metrics=t.metrics) for t in tasks]
     optimizer = build_optimizer(
         model, lr=params["lr"], weight_decay=params["weight_decay"], head_lr_scale=params["head_lr_scale"]
@@ -124,7 +126,6 @@ def run_trial(
         started = time.perf_counter()
         stats = train_epoch(
             model,
-            tasks=refs,
             splits=train_splits,
             sampler=sampler,
             optimizer=optimizer,
@@ -139,6 +140,7 @@ def run_trial(
             model, tasks=refs, splits=dev_splits, pad_id=pad_id, device=device, batch_size=2 * train_spec.batch_size
         )
         metrics = _epoch_metrics(epoch, tasks, scores, stats.loss, stats.task_losses)
+        metrics.update(stats.diagnostics)
         metrics.update(
             epoch_seconds=time.perf_counter() - started,
             trainable_params=trainable,
@@ -153,8 +155,10 @@ def run_trial(
                 "metrics": metrics,
                 "method": spec.method,
                 "model": spec.model,
+                "family": model.family,
                 "total_steps": total_steps,
-                "heads": {t.name: t.head_info() for t in tasks},
+                "max_seq_len": max_len,
+                "tasks": [info.to_dict() for info in infos],
             }
             path = save_checkpoint(work / checkpoint_name(epoch), model=model, config=params, spec=spec, info=info)
             checkpoint = str(path)

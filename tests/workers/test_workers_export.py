@@ -75,7 +75,13 @@ def trained(
         workdir=workdir,
     )
     checkpoint = [c for _, c in calls if c][-1]
-    return {"family": family, "spec": spec, "calls": calls, "checkpoint": checkpoint, "root": tmp_path_factory.mktemp(f"art-{family}")}
+    return {
+        "family": family,
+        "spec": spec,
+        "calls": calls,
+        "checkpoint": checkpoint,
+        "root": tmp_path_factory.mktemp(f"art-{family}"),
+    }
 
 
 def test_trial_reports_every_key_and_the_loss_falls(trained: dict[str, Any]) -> None:
@@ -123,11 +129,18 @@ def test_export_then_load_predicts_exactly_like_the_trained_model(trained: dict[
         raw = loaded.model.predict_split(index, split, batch_size=5, pad_id=tokenizer.pad_token_id, device="cpu")
         expected[task.name] = [task.labels[int(p)] for p in raw] if task.kind == "classification" else list(raw)
 
-    # Moving the task folders away must not matter: the artifact carries everything.
+    # Neither the task folders nor the base model are needed: the artifact carries everything.
     rows = _rows(spec)
-    predictor = workers.load(out)
-    assert predictor.tasks == ["keyword", "counts"]
-    got = {name: predictor.predict(name, rows[name]) for name in predictor.tasks}
+    hidden = [Path(task.path) for task in spec.tasks] + [Path(spec.model)]
+    for path in hidden:
+        path.rename(path.with_name(path.name + ".away"))
+    try:
+        predictor = workers.load(out)
+        assert predictor.tasks == ["keyword", "counts"]
+        got = {name: predictor.predict(name, rows[name]) for name in predictor.tasks}
+    finally:
+        for path in hidden:
+            path.with_name(path.name + ".away").rename(path)
     assert got["keyword"] == expected["keyword"]
     assert all(isinstance(v, int) for v in got["keyword"])
     assert all(isinstance(v, float) and 0.0 <= v <= 5.0 for v in got["counts"])
@@ -157,9 +170,7 @@ def test_adapter_loads_with_stock_peft_and_holds_the_trained_lora(trained: dict[
         torch.testing.assert_close(loaded_lora[matches[0]], tensor, rtol=0, atol=0)
 
 
-def test_adalora_artifact_predicts_like_the_trained_model(
-    tiny_bert: Path, two_tasks: dict[str, Path], tmp_path: Path
-) -> None:
+def test_adalora_artifact_predicts_like_the_trained_model(tiny_bert: Path, two_tasks: dict[str, Path], tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModel, AutoTokenizer
 

@@ -29,7 +29,10 @@ NEG = torch.finfo(torch.float32).min
 def _random_prefix(slots: list[AttentionSlot], seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
     return [
-        (torch.randn(s.kv_heads, PREFIX_LEN, s.head_dim, generator=gen), torch.randn(s.kv_heads, PREFIX_LEN, s.head_dim, generator=gen))
+        (
+            torch.randn(s.kv_heads, PREFIX_LEN, s.head_dim, generator=gen),
+            torch.randn(s.kv_heads, PREFIX_LEN, s.head_dim, generator=gen),
+        )
         for s in slots
     ]
 
@@ -163,7 +166,9 @@ def test_llama_causal_grouped_query_attention_equals_hand_computation(llama: tup
 @pytest.mark.parametrize("family", ["t5", "llama"])
 def test_models_are_unchanged_outside_the_context(family: str, t5: tuple[Any, Any], llama: tuple[Any, Any]) -> None:
     model, tokenizer = t5 if family == "t5" else llama
-    inputs = _t5_inputs(tokenizer) if family == "t5" else dict(tokenizer(["alpha beta", "cloud"], padding=True, return_tensors="pt"))
+    inputs = (
+        _t5_inputs(tokenizer) if family == "t5" else dict(tokenizer(["alpha beta", "cloud"], padding=True, return_tensors="pt"))
+    )
     model.set_attn_implementation("sdpa")
     with torch.no_grad():
         before = model(**inputs, use_cache=False).logits

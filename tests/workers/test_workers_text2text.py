@@ -24,7 +24,11 @@ pytestmark = STRICT_WARNINGS
 
 CLASSIFY = TaskInfo(name="keyword", kind="classification", labels=(0, 1), metrics=("accuracy",), shape="single", label_type="int")
 REGRESS = TaskInfo(name="counts", kind="regression", labels=(0.0, 5.0), metrics=("pearson",), shape="pair", label_type="float")
-EXAMPLES = [Example("alpha magic beta", None, 1), Example("cloud green", None, 0), Example("river stone quick lazy bright", None, 1)]
+EXAMPLES = [
+    Example("alpha magic beta", None, 1),
+    Example("cloud green", None, 0),
+    Example("river stone quick lazy bright", None, 1),
+]
 PAIRS = [Example("magic magic alpha", "beta", 2.0), Example("cloud", "green river", 0.4)]
 
 
@@ -58,7 +62,11 @@ def test_regression_bins_and_nearest_targets() -> None:
 
 def test_meta_verbalizer_is_read_and_checked(tmp_path: Path) -> None:
     rows = [{"text_a": "p", "text_b": "h", "label": "entailment"}]
-    meta = {"metric": "accuracy", "labels": ["entailment", "not_entailment"], "verbalizer": {"entailment": "true", "not_entailment": "false"}}
+    meta = {
+        "metric": "accuracy",
+        "labels": ["entailment", "not_entailment"],
+        "verbalizer": {"entailment": "true", "not_entailment": "false"},
+    }
     task = load_task(TaskSpec(name="rte", path=str(write_task(tmp_path / "rte", train=rows, dev=rows, meta=meta))))
     assert task.info.make_verbalizer().texts == ("true", "false")
     assert TaskInfo.from_dict(task.info.to_dict()) == task.info
@@ -69,7 +77,10 @@ def test_meta_verbalizer_is_read_and_checked(tmp_path: Path) -> None:
 
 
 def test_prompts_start_with_the_task_name() -> None:
-    assert format_prompt("rte", "pair", "A man sleeps.", "Nobody sleeps.") == "rte sentence1: A man sleeps. sentence2: Nobody sleeps."
+    assert (
+        format_prompt("rte", "pair", "A man sleeps.", "Nobody sleeps.")
+        == "rte sentence1: A man sleeps. sentence2: Nobody sleeps."
+    )
     assert format_prompt("sst2", "single", "great film", None) == "sst2 sentence: great film"
     assert format_prompt("boolq", "boolq", "is it?", "It is.") == "boolq question: is it? passage: It is."
 
@@ -161,6 +172,14 @@ def test_scoring_picks_the_label_text_with_the_highest_log_probability(family_mo
         with torch.no_grad():
             batched = model.candidate_scores(task, split.input_ids, device="cpu")
         predictions = model.predict_split(task, split, batch_size=8, pad_id=tokenizer.pad_token_id, device="cpu")
+        model.max_scoring_rows = 1  # one prompt per forward pass: the same scores
+        try:
+            with torch.no_grad():
+                torch.testing.assert_close(
+                    model.candidate_scores(task, split.input_ids, device="cpu"), batched, rtol=1e-4, atol=1e-5
+                )
+        finally:
+            model.max_scoring_rows = 256
         manual = _manual_scores(model, split.input_ids[0], task)  # one example, checked by hand
         torch.testing.assert_close(batched[0], torch.tensor(manual), rtol=1e-4, atol=1e-4)
         if task == 0:
