@@ -25,13 +25,15 @@ def run_trial(
     config: dict[str, Any],
     *,
     spec: StudySpec,
-    report: Callable[[dict[str, float], str | None], None],
+    report: Callable[[dict[str, Any], str | None], None],
     workdir: str | Path,
-) -> dict[str, float]:
-    """Train and evaluate one trial; see :func:`workers.trial.run_trial`."""
+    resume_from: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one trial (continuing from the checkpoint ``resume_from``, if
+    given); see :func:`workers.trial.run_trial`."""
     from workers.trial import run_trial as _run_trial
 
-    return _run_trial(config, spec=spec, report=report, workdir=workdir)
+    return _run_trial(config, spec=spec, report=report, workdir=workdir, resume_from=resume_from)
 
 
 def export_artifact(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:

@@ -36,6 +36,7 @@ WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "trial_config.json"
 SPEC_FILE = "spec.json"
 INFO_FILE = "checkpoint.json"
+TRAINING_STATE_FILE = "training_state.pt"  # optimizer, schedule, sampler, RNG: what a resume needs
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -50,8 +51,13 @@ def save_checkpoint(
     config: Mapping[str, Any],
     spec: StudySpec,
     info: Mapping[str, Any],
+    training_state: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a complete checkpoint to ``directory`` (which must not exist yet); returns it.
+
+    ``training_state`` (optimizer and scheduler states, the batch sampler, RNG states,
+    counters) lets a trial continue from this checkpoint exactly where it was; it is
+    written with ``torch.save`` and read back only by :func:`load_training_state`.
 
     Raises:
         FileExistsError: ``directory`` already exists.
@@ -68,6 +74,8 @@ def save_checkpoint(
     _write_json(staging / CONFIG_FILE, dict(config))
     _write_json(staging / SPEC_FILE, spec.to_dict())
     _write_json(staging / INFO_FILE, {"format_version": FORMAT_VERSION, **info})
+    if training_state is not None:
+        torch.save(dict(training_state), staging / TRAINING_STATE_FILE)
     os.replace(staging, final)
     return final
 
@@ -97,11 +105,27 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         raise ValueError(f"{folder}: unsupported checkpoint format {info.get('format_version')!r}")
     config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     spec = parse_spec(json.loads((folder / SPEC_FILE).read_text(encoding="utf-8")))
-    model = build_model(spec.model, method=spec.method, config=config, tasks=checkpoint_tasks(info), total_steps=int(info["total_steps"]))
+    model = build_model(
+        spec.model, method=spec.method, config=config, tasks=checkpoint_tasks(info), total_steps=int(info["total_steps"]),
+        peml=spec.peml,
+    )
     model.load_trainable_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     model.to(device)
     model.eval()
     return LoadedCheckpoint(model=model, spec=spec, config=config, info=info)
+
+
+def load_training_state(directory: str | Path) -> dict[str, Any]:
+    """The training state a checkpoint was written with.
+
+    Raises:
+        ValueError: the checkpoint holds no training state (it cannot be resumed from).
+    """
+    path = Path(directory) / TRAINING_STATE_FILE
+    if not path.is_file():
+        raise ValueError(f"{directory} holds no training state to resume from")
+    # Our own file, written by save_checkpoint: it pickles the sampler and RNG states.
+    return dict(torch.load(path, map_location="cpu", weights_only=False))
 
 
 def checkpoint_tasks(info: Mapping[str, Any]) -> list[TaskInfo]:

@@ -129,9 +129,13 @@ class MultiTaskModel(MultiTaskBase):
     def task_losses(self, batch: Batch) -> list[torch.Tensor]:
         pooled = self.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids)
         losses = []
+        means = []
         for task, start, end in batch.segments:
             head = self.head(self.task_names[task])
             losses.append(head.loss(head(pooled[start:end]), batch.labels[start:end]))
+            means.append(pooled[start:end].mean(dim=0))
+        # Each task's mean representation in this step, for the task-similarity regularizer.
+        self.last_task_means: list[torch.Tensor] = means
         return losses
 
     def predict_batch(self, batch: Batch) -> torch.Tensor:

@@ -27,12 +27,14 @@ from peft import AdaLoraConfig, LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from searchsvc.spec import PemlSpec
 from workers.batching import prepare_tokenizer
 from workers.data import TaskInfo
 from workers.encoder import HeadInfo, MultiTaskModel, TaskHead
 from workers.family import TEXT2TEXT_FAMILIES, detect_family, hidden_size, load_base
 from workers.injection import PrefixAttention
 from workers.multitask import ADALORA_ORTH_WEIGHT, MultiTaskBase
+from workers.nas import SearchedPrefix
 from workers.prefix import PlainPrefix, PrefixGenerator
 from workers.text2text.encode import SpecialIds
 from workers.text2text.model import TaskFormat, Text2TextModel
@@ -52,8 +54,8 @@ __all__ = [
     "lora_target_modules",
 ]
 
-LORA_METHODS = frozenset({"lora", "lora+prefix", "adalora"})
-PREFIX_METHODS = frozenset({"prefix", "lora+prefix"})
+LORA_METHODS = frozenset({"lora", "lora+prefix", "adalora", "peml"})
+PREFIX_METHODS = frozenset({"prefix", "lora+prefix", "peml"})
 
 # Attention projection names per family, tried in order; the first pair fully present wins.
 _TARGET_CANDIDATES: tuple[tuple[str, ...], ...] = (
@@ -73,22 +75,18 @@ def build_model(
     tasks: Sequence[TaskInfo],
     total_steps: int,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    peml: PemlSpec | None = None,
 ) -> MultiTaskBase:
     """Load the base model, freeze it, and add the method's trainable parts (and heads, for encoders).
 
     ``config`` is a resolved trial config (every key of ``DEFAULT_HYPERPARAMETERS``).
     ``tasks`` are in the study's order; ``total_steps`` is the planned number of optimizer
     steps (AdaLoRA's schedule needs it). ``tokenizer`` defaults to the model's own.
+    ``peml``: the study's PrefixNAS settings (method ``peml``; defaults when None).
 
     Raises:
-        NotImplementedError: ``peml`` (the searched prefix lives in ``workers/nas``).
         ValueError: unknown method, or no LoRA target modules found in the model.
     """
-    if method == "peml":
-        raise NotImplementedError(
-            "method 'peml' (searched prefix + gradient coordination) is not built by workers.model yet; "
-            "it plugs into workers.trainer.train_epoch through backward_fn/step_hook"
-        )
     if method not in LORA_METHODS | PREFIX_METHODS:
         raise ValueError(f"unknown method {method!r}")
     family = detect_family(AutoConfig.from_pretrained(model_path))
@@ -102,12 +100,19 @@ def build_model(
             # transformers 5 deprecates an alias PEFT still calls; not actionable here.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             backbone = get_peft_model(base, _lora_config(base, method, config, total_steps))
-    prefix = None
+    prefix: PrefixGenerator | None = None
     if prefix_attention is not None:
         width = hidden_size(base.config)
-        prefix = PlainPrefix(
-            length=int(config["prefix_length"]), hidden_size=width, slots=prefix_attention.slots, bottleneck=width
-        )
+        if method == "peml":
+            # The searched generator: prefix vectors through DARTS cells (nas_cells of them).
+            prefix = SearchedPrefix.from_spec(
+                peml or PemlSpec(), length=int(config["prefix_length"]), hidden_size=width,
+                slots=prefix_attention.slots, cells=int(config["nas_cells"]),
+            )
+        else:
+            prefix = PlainPrefix(
+                length=int(config["prefix_length"]), hidden_size=width, slots=prefix_attention.slots, bottleneck=width
+            )
     if tokenizer is None and family in TEXT2TEXT_FAMILIES:
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_path))
     return assemble_model(

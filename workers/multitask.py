@@ -136,23 +136,54 @@ class MultiTaskBase(nn.Module):
             return None
         return ADALORA_ORTH_WEIGHT * torch.stack(terms).mean()
 
+    def remember_trainable(self) -> None:
+        """Fix the set of tensors a checkpoint holds (call once, after building).
+
+        Sequential PEML schedules freeze LoRA or the prefix for a phase; a checkpoint
+        written then must still hold them, so the set is remembered, not re-read.
+        """
+        self._trainable_names = frozenset(name for name, p in self.named_parameters() if p.requires_grad)
+
+    def _checkpoint_names(self) -> frozenset[str]:
+        names = getattr(self, "_trainable_names", None)
+        if names is None:
+            names = frozenset(name for name, p in self.named_parameters() if p.requires_grad)
+        return names
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only what training changed (LoRA, prefix, heads): what a checkpoint must hold."""
-        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+        """What training changed: LoRA, heads, and the prefix generator's whole state.
+
+        The prefix's buffers (PrefixNAS's pruning masks) and its frozen parameters (α after
+        discretization) belong to the trained state too, so they are kept under ``prefix.``.
+        """
+        names = self._checkpoint_names()
+        state = {name: p.detach() for name, p in self.named_parameters() if name in names}
+        if self.prefix is not None:
+            state.update({f"prefix.{key}": value.detach() for key, value in self.prefix.state_dict().items()})
+        return state
 
     def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load a :meth:`trainable_state_dict`; every trainable tensor must be present, nothing else.
+        """Load a :meth:`trainable_state_dict`; every tensor it should hold must be present, nothing else.
 
         Raises:
             ValueError: names or shapes do not match this model.
         """
         params = dict(self.named_parameters())
-        expected = {name for name, p in params.items() if p.requires_grad}
+        prefix_keys = {f"prefix.{key}" for key in self.prefix.state_dict()} if self.prefix is not None else set()
+        expected = set(self._checkpoint_names()) | prefix_keys
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
             raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        if self.prefix is not None:
+            own = self.prefix.state_dict()
+            for key in own:
+                if own[key].shape != state[f"prefix.{key}"].shape:
+                    raise ValueError(f"prefix.{key}: checkpoint shape {tuple(state[f'prefix.{key}'].shape)} != {tuple(own[key].shape)}")
+            self.prefix.load_state_dict({key: state[f"prefix.{key}"] for key in own})
         with torch.no_grad():
             for name, tensor in state.items():
+                if name in prefix_keys:
+                    continue
                 if params[name].shape != tensor.shape:
                     raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != {tuple(params[name].shape)}")
                 params[name].copy_(tensor)

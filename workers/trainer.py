@@ -23,7 +23,7 @@ dynamic task weights); ``step_hook`` is where architecture updates plug in.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,15 +78,18 @@ def build_optimizer(
     lr: float,
     weight_decay: float,
     head_lr_scale: float,
+    skip: Collection[int] = (),
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; heads (if any) at ``lr · head_lr_scale``.
+
+    ``skip``: ids of parameters another optimizer owns (PEML's architecture α).
 
     Biases and other 1-D parameters (LayerNorm) get no weight decay, as usual for
     transformers: decaying them pulls the model's offsets towards zero for no gain.
     """
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or id(p) in skip:
             continue
         key = (name.startswith("heads."), p.ndim >= 2)
         groups.setdefault(key, []).append(p)

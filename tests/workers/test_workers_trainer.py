@@ -86,11 +86,6 @@ def test_default_backward_is_the_mean_plus_the_extra_term() -> None:
     torch.testing.assert_close(weight.grad, torch.tensor([1.5 + 1.0, 2.0 + 1.0]))
 
 
-def test_peml_is_not_built_here_yet(tiny_bert: Path) -> None:
-    with pytest.raises(NotImplementedError, match="peml"):
-        build_model(str(tiny_bert), method="peml", config=resolve_config({}), tasks=TASKS, total_steps=1)
-
-
 def test_family_detection(tiny_model_factory: Callable[[str], Path]) -> None:
     assert detect_family(BertConfig()) == "encoder"
     assert detect_family(T5Config()) == "seq2seq"

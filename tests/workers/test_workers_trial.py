@@ -72,14 +72,19 @@ def test_each_method_trains_reports_and_checkpoints(
         assert metrics["pairs/score"] == metrics["pairs/f1"]  # the first metric is the primary one
         assert 0 < metrics["trainable_params"] < metrics["total_params"]
         improved = metrics["avg_dev_score"] > best_so_far
-        assert (checkpoint is not None) == improved
+        assert metrics["is_best"] == float(improved)
+        # every epoch is checkpointed (a trial resumes from its latest); is_best marks the best
+        assert checkpoint is not None
+        assert Path(checkpoint).parent == tmp_path
+        assert Path(checkpoint).name == f"checkpoint-epoch-{int(metrics['epoch']):04d}"
         if improved:
             best_so_far = metrics["avg_dev_score"]
-            assert Path(checkpoint).parent == tmp_path
-            assert Path(checkpoint).name == f"checkpoint-epoch-{int(metrics['epoch']):04d}"
-            assert (Path(checkpoint) / WEIGHTS_FILE).is_file() and (Path(checkpoint) / INFO_FILE).is_file()
-    reported = {Path(c).name for _, c in report.calls if c}
-    assert {p.name for p in tmp_path.iterdir()} == reported  # nothing else, no half-written directories
+            best_epoch = int(metrics["epoch"])
+    # only the best and the latest stay in the work folder; no half-written directories
+    expected = {f"checkpoint-epoch-{best_epoch:04d}", f"checkpoint-epoch-{len(report.calls):04d}"}
+    assert {p.name for p in tmp_path.iterdir()} == expected
+    for name in expected:
+        assert (tmp_path / name / WEIGHTS_FILE).is_file() and (tmp_path / name / INFO_FILE).is_file()
     assert report.calls[-1][0]["train_loss"] < report.calls[0][0]["train_loss"]
     assert best["avg_dev_score"] == best_so_far
     assert best == next(m for m, _ in report.calls if m["avg_dev_score"] == best_so_far)
@@ -95,7 +100,7 @@ def test_checkpoint_rebuilds_the_model_with_the_same_scores(
     spec = _spec(tiny_bert, synthetic_tasks, method="lora+prefix", max_epochs=2)
     report = Recorder()
     best = run_trial({"lr": 1e-2, "prefix_length": 4, "lora_rank": 4}, spec=spec, report=report, workdir=tmp_path)
-    last_checkpoint = [c for _, c in report.calls if c][-1]
+    last_checkpoint = next(c for m, c in reversed(report.calls) if m["is_best"])
     loaded = load_checkpoint(last_checkpoint)
     assert loaded.config["prefix_length"] == 4 and loaded.spec == spec
     assert loaded.info["epoch"] == best["epoch"]
@@ -123,7 +128,7 @@ def test_early_stopping_after_patience_epochs(tiny_bert: Path, synthetic_tasks: 
     report = Recorder()
     best = run_trial({"lr": 1e-12}, spec=spec, report=report, workdir=tmp_path)
     assert [m["epoch"] for m, _ in report.calls] == [1, 2]
-    assert [c is not None for _, c in report.calls] == [True, False]
+    assert [m["is_best"] for m, _ in report.calls] == [1.0, 0.0]
     assert best["epoch"] == 1
 
 
