@@ -165,6 +165,8 @@ def run_trial(
         sampler = state.pop("sampler", sampler)
     kept: list[Path] = []
     for epoch in range(int(state["epoch"]) + 1, train_spec.max_epochs + 1):
+        if int(state["stale"]) >= train_spec.patience:
+            break  # a resumed trial that had already stopped early
         started = time.perf_counter()
         if peml is not None:
             peml.begin_epoch(epoch)
@@ -204,8 +206,7 @@ def run_trial(
         kept = _prune_local_checkpoints(kept + [path], best_epoch=int(state["best"]["epoch"]))
         if int(state["stale"]) >= train_spec.patience:
             break
-    if state["best"] is None:
-        raise ValueError(f"nothing to train: the checkpoint to resume from already reached max_epochs={train_spec.max_epochs}")
+    assert state["best"] is not None  # a first epoch always improves on -inf; a checkpoint has one
     return dict(state["best"])
 
 

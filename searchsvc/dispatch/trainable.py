@@ -34,7 +34,13 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
             tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
 
         with tempfile.TemporaryDirectory(prefix="searchsvc-trial-") as workdir:
-            run_trial(dict(config), spec=trial_spec, report=report, workdir=workdir)
+            # A retried trial, or one restored after a pause or a control-plane restart,
+            # continues from its latest checkpoint instead of starting over.
+            resume_from = None
+            saved = tune.get_checkpoint()
+            if saved is not None:
+                resume_from = saved.to_directory(f"{workdir}/resume")
+            run_trial(dict(config), spec=trial_spec, report=report, workdir=f"{workdir}/run", resume_from=resume_from)
 
     resources: dict[str, float] = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu, **spec.resources.custom}
     return tune.with_resources(searchsvc_trial, resources)

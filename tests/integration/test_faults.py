@@ -52,8 +52,10 @@ def test_a_killed_worker_is_retried_and_both_attempts_are_visible(limited: LiveS
     assert attempts[0]["error"] and ("died" in attempts[0]["error"].lower() or "actor" in attempts[0]["error"].lower())
     reports = study.reports(trial["id"])
     assert {r["attempt"] for r in reports} == {1, 2}
-    second = [r["epoch"] for r in reports if r["attempt"] == 2]
-    assert second and second[-1] == 12
+    # the retry continued from the last checkpoint: every epoch exactly once across both attempts
+    assert [r["epoch"] for r in reports] == list(range(1, 13))
+    first_of_retry = next(r for r in reports if r["attempt"] == 2)
+    assert first_of_retry["epoch"] > 1 and first_of_retry["metrics"]["resumed_from_epoch"] == first_of_retry["epoch"] - 1
 
 
 def test_patience_stops_a_trial_that_does_not_improve(limited: LiveService) -> None:

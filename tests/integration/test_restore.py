@@ -67,3 +67,7 @@ def test_sigkill_and_restart_resumes_the_study(backend: str, tmp_path: Path, tin
     assert all(len(rows) == 6 for rows in after.values())
     for trial_id, rows in before.items():  # what reached SQL before the crash is still there, unchanged
         assert after[trial_id][: len(rows)] == rows
+    interrupted = [t for t in before if t not in finished_before]
+    resumed = [r for t in interrupted for r in after[t] if "resumed_from_epoch" in r["metrics"]]
+    assert resumed, "the trial running at the crash should continue from its last checkpoint"
+    assert all(r["metrics"]["resumed_from_epoch"] == r["epoch"] - 1 for r in resumed)

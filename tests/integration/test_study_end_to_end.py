@@ -88,3 +88,41 @@ def test_stop_keeps_finished_epochs(live: LiveService) -> None:
     assert len(kept) >= len(seen)
     # the stored study says stopped too, and a second stop is refused
     assert live.store.get_study(study.id).state == "stopped"
+
+
+def test_a_peml_study_runs_end_to_end(live: LiveService, tmp_path) -> None:
+    """PrefixNAS + LoRA with gradient coordination, its hyperparameters searched by TPE."""
+    spec = study_spec(live, name="peml", method="peml", search={
+        "num_trials": 2, "max_concurrent": 2, "seed": 1,
+        "space": {
+            "lr": {"type": "loguniform", "low": 1e-3, "high": 5e-2},
+            "entropy_lambda": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+            "grad_alpha": {"type": "uniform", "low": 0.0, "high": 5.0},
+            "nas_cells": {"type": "int", "low": 1, "high": 3},
+            "weight_senti": {"type": "uniform", "low": 0.5, "high": 2.0},
+        }})
+    spec["coordination"] = {"enabled": True, "every_k": 2}
+    study = live.client.create_study(spec)
+    study.wait(timeout=900, poll_s=0.5)
+    assert study.state == "completed", dump_on_failure(live)
+    assert study.data["error"] is None, study.data["error"]
+    trials = study.trials()
+    assert len(trials) == 2 and all(t["state"] == "completed" for t in trials)
+    for trial in trials:
+        reports = study.reports(trial["id"])
+        assert [r["epoch"] for r in reports] == [1, 2]
+        for report in reports:
+            m = report["metrics"]
+            assert len(m["nas/architecture"]) == trial["config"]["nas_cells"]
+            assert all(cell["chosen"] in cell["weights"] for cell in m["nas/architecture"])
+            assert m["discretization_gap"] == pytest.approx(m["relaxed_avg_dev_score"] - m["avg_dev_score"])
+            assert "grad_conflict" in m and "grad_conflict_after" in m
+            assert m["task_weight/senti"] + m["task_weight/pairs"] == pytest.approx(1.0)
+    path = study.download_artifact(tmp_path)
+    with tarfile.open(path) as tar:
+        tar.extractall(tmp_path / "artifact", filter="data")
+    from workers import load
+
+    predictor = load(tmp_path / "artifact" / f"study-{study.id}-artifact")
+    rows = [json.loads(line) for line in open(live.tasks[1]["path"] + "/dev.jsonl")][:4]
+    assert len(predictor.predict("pairs", rows)) == 4
