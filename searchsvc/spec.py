@@ -69,6 +69,13 @@ _TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 _TASK_FILES = ("train.jsonl", "dev.jsonl", "meta.json")
 
 
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
+    """A registered name, or a ValueError that lists the names there are."""
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -176,16 +183,12 @@ class SearchSpec(_Strict):
     @field_validator("scheduler")
     @classmethod
     def _known_scheduler(cls, value: str) -> str:
-        if value not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {value!r}; choose one of {', '.join(SCHEDULERS)}")
-        return value
+        return _one_of(value, SCHEDULERS, "scheduler")
 
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, value: str) -> str:
-        if value not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {value!r}; choose one of {', '.join(ALGORITHMS)}")
-        return value
+        return _one_of(value, ALGORITHMS, "algorithm")
 
 
 class TrainSpec(_Strict):
@@ -201,9 +204,7 @@ class TrainSpec(_Strict):
     @field_validator("sampling")
     @classmethod
     def _known_sampling(cls, value: str) -> str:
-        if value not in SAMPLING:
-            raise ValueError(f"unknown sampling {value!r}; choose one of {', '.join(SAMPLING)}")
-        return value
+        return _one_of(value, SAMPLING, "sampling")
 
 
 class PemlSpec(_Strict):
@@ -238,9 +239,7 @@ class PemlSpec(_Strict):
     @field_validator("schedule")
     @classmethod
     def _known_schedule(cls, value: str) -> str:
-        if value not in SCHEDULES:
-            raise ValueError(f"unknown schedule {value!r}; choose one of {', '.join(SCHEDULES)}")
-        return value
+        return _one_of(value, SCHEDULES, "schedule")
 
 
 class CoordinationSpec(_Strict):
@@ -274,9 +273,7 @@ class StudySpec(_Strict):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(METHODS)}")
-        return value
+        return _one_of(value, METHODS, "method")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StudySpec:

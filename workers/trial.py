@@ -175,6 +175,7 @@ def run_trial(
             device=device, global_step=int(state["global_step"]), backward_fn=backward,
             step_hook=peml.step_hook if peml is not None else None, description=f"epoch {epoch}/{train_spec.max_epochs}",
         )
+        train_seconds = time.perf_counter() - started
         state["global_step"] = int(state["global_step"]) + stats.steps
         evaluate_now = lambda: evaluate(model, tasks=refs, splits=dev_splits, pad_id=pad_id, device=device,  # noqa: E731
                                         batch_size=2 * train_spec.batch_size)
@@ -190,7 +191,8 @@ def run_trial(
         metrics: dict[str, Any] = _epoch_metrics(epoch, tasks, scores, stats.loss, stats.task_losses)
         metrics.update(stats.diagnostics)
         metrics.update(extra)
-        metrics.update(epoch_seconds=time.perf_counter() - started, trainable_params=trainable, total_params=total,
+        metrics.update(epoch_seconds=time.perf_counter() - started, train_seconds=train_seconds, train_steps=stats.steps,
+                       seconds_per_step=train_seconds / max(1, stats.steps), trainable_params=trainable, total_params=total,
                        added_param_ratio=trainable / max(1, base_params), lr=float(scheduler.get_last_lr()[0]))
         if resumed_from is not None:
             metrics["resumed_from_epoch"], resumed_from = resumed_from, None
