@@ -182,3 +182,24 @@ def test_the_parameter_budget_refuses_an_oversized_generator(synthetic_tasks: di
     spec = _spec(model, synthetic_tasks, peml={"width": 4096})
     with pytest.raises(ValueError, match=r"peml adds .* of the base model"):
         run_trial(dict(CONFIG), spec=spec, report=Recorder(), workdir=tmp_path / "work")
+
+
+def test_task_similarity_regularization_trains_with_instructions(
+    tiny_bert: Path, synthetic_tasks: dict[str, Path], tmp_path: Path
+) -> None:
+    spec = parse_spec({
+        "name": "similar", "model": str(tiny_bert), "method": "lora+prefix",
+        "tasks": [{"name": "keyword", "path": str(synthetic_tasks["keyword"]), "instruction": "is the keyword there"},
+                  {"name": "pairs", "path": str(synthetic_tasks["pairs"]), "instruction": "are the two the same"}],
+        "train": {"max_epochs": 1, "batch_size": 16, "max_seq_len": 32},
+        "coordination": {"similarity_weight": 1.0},
+    })
+    report = Recorder()
+    run_trial({"lr": 1e-2}, spec=spec, report=report, workdir=tmp_path)
+    assert math.isfinite(report.calls[0][0]["train_loss"])
+
+
+def test_task_similarity_needs_an_instruction(tiny_bert: Path, synthetic_tasks: dict[str, Path], tmp_path: Path) -> None:
+    spec = _spec(tiny_bert, synthetic_tasks, coordination={"similarity_weight": 1.0})
+    with pytest.raises(ValueError, match="no task has an instruction"):
+        run_trial(dict(CONFIG), spec=spec, report=Recorder(), workdir=tmp_path)
