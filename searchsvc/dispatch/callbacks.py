@@ -26,14 +26,25 @@ _TUNE_KEYS = frozenset(
 )
 
 
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity (PostgreSQL refuses them): a missing number is honest."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _json_safe(value.item())
+    return value
+
+
 def _clean_metrics(result: dict[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for key, value in result.items():
         if key in _TUNE_KEYS or key.startswith("experiment_") or key.startswith("episode_"):
             continue
-        if isinstance(value, float) and not math.isfinite(value):
-            value = None  # JSON has no NaN; a missing score is honest
-        metrics[key] = value
+        metrics[key] = _json_safe(value)
     metrics["node_ip"] = result.get("node_ip")
     metrics["worker_pid"] = result.get("pid")
     return metrics
