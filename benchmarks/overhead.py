@@ -1,0 +1,430 @@
+"""Control-plane overhead: the same short trials through searchsvc and through a bare Ray Tune script.
+
+Two measurements, one command:
+
+1. **Wall time**: a study of ``--trials`` trials (the integration tests' tiny BERT, two
+   tiny tasks, 1 epoch, 2 trials at a time, TPE) run end to end through searchsvc
+   (``searchsvc serve`` with SQLite and its own local Ray, the SDK, the dispatcher, a
+   study runner, the SQL callbacks, the artifact export), and the same trials through a
+   bare Ray Tune script in its own process (the same searcher from ``make_searcher`` on the
+   same ``SearchSpec``, a trainable calling ``workers.run_trial`` as
+   ``searchsvc/dispatch/trainable.py`` does, the same checkpoint settings; no SQL, no API).
+   The two alternate (searchsvc, bare, searchsvc, bare, ...); each run gets a fresh Ray with
+   ``--cpus`` CPUs whose start is not timed. searchsvc is timed from ``POST /v1/studies``
+   until the SDK sees the study completed; bare from building the ``Tuner`` until
+   ``fit()`` returns. Reported: searchsvc / bare per pair, mean and spread.
+2. **TPE suggestion latency**: ``searcher.suggest()`` of the study's searcher
+   (``make_searcher``: Optuna's multivariate TPE behind Ray's ``OptunaSearch`` and
+   ``ConcurrencyLimiter``) after 10, 100 and 500 finished trials fed with
+   ``on_trial_complete``; median and p99 over ``--suggestions`` calls at each point, with
+   Optuna's history in memory and in an SQLite ``RDBStorage`` (as a searchsvc study keeps it).
+
+    python benchmarks/overhead.py            # full: 50 trials, 2 repetitions each, ~10 min on 2 cores
+    python benchmarks/overhead.py --smoke    # 2 trials, 1 repetition each, fewer suggestions: ~70 s
+
+Results: benchmarks/results/overhead.{json,md,png} (``--out`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _control_plane import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    issue_token,
+    mean_std,
+    percentile,
+    pyplot,
+    setup_info,
+    setup_markdown,
+    study_spec,
+    tiny_workload,
+    write_results,
+)
+from tqdm import tqdm  # noqa: E402
+
+NAME = "overhead"
+TERMINAL = {"completed", "failed", "stopped"}
+
+
+# ---- the bare Ray Tune script (runs in its own process: --bare-run) ----------------------------
+
+
+def _bare_trainable(spec_data: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """The trial function a Ray Tune user would write around ``workers.run_trial``: the same
+    calls as ``searchsvc/dispatch/trainable.py`` (spec parsed on the worker, one
+    ``tune.report`` with the checkpoint directory per epoch), without anything of searchsvc's."""
+    from ray import tune
+
+    def bare_trial(config: dict[str, Any]) -> None:
+        from searchsvc.spec import parse_spec
+        from workers import run_trial
+
+        trial_spec = parse_spec(spec_data)
+
+        def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            tune.report(dict(metrics), checkpoint=checkpoint)
+
+        with tempfile.TemporaryDirectory(prefix="bare-trial-") as workdir:
+            run_trial(dict(config), spec=trial_spec, report=report, workdir=f"{workdir}/run")
+
+    return tune.with_resources(bare_trial, {"cpu": 1})
+
+
+def bare_run(spec_path: Path, result_path: Path, storage: Path, cpus: int) -> int:
+    """Start a local Ray (not timed), then time one Tune experiment of the spec's trials."""
+    import ray
+    from ray import tune
+
+    from searchsvc.dispatch.searchers import make_searcher
+    from searchsvc.dispatch.space import tune_space
+    from searchsvc.local_server import free_port
+    from searchsvc.spec import parse_spec
+
+    spec_data = json.loads(spec_path.read_text())
+    spec = parse_spec(spec_data)
+    search = spec.search
+    started = time.perf_counter()
+    # The same kind of Ray as `searchsvc serve` starts (local, loopback, with a dashboard).
+    ray.init(address="local", num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=free_port(), _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+    ray_start_s = time.perf_counter() - started
+    started = time.perf_counter()
+    tuner = tune.Tuner(
+        _bare_trainable(spec_data),
+        param_space=tune_space(search),
+        tune_config=tune.TuneConfig(search_alg=make_searcher(search), num_samples=search.num_trials,
+                                    metric=search.metric, mode=search.mode),
+        run_config=tune.RunConfig(
+            name="bare", storage_path=str(storage), verbose=1,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=search.metric,
+                                                    checkpoint_score_order=search.mode),
+            failure_config=tune.FailureConfig(max_failures=search.max_retries),
+        ),
+    )
+    grid = tuner.fit()
+    wall_s = time.perf_counter() - started
+    errors = grid.num_errors
+    result_path.write_text(json.dumps({"wall_s": wall_s, "startup_s": ray_start_s, "completed": len(grid) - errors,
+                                       "failed": errors}))
+    ray.shutdown()
+    return 0
+
+
+# ---- one run of each system ----------------------------------------------------------------------
+
+
+def run_bare(spec: dict[str, Any], work: Path, *, cpus: int, bar: tqdm) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    spec_path, result_path, log_path = work / "spec.json", work / "result.json", work / "bare.log"
+    spec_path.write_text(json.dumps(spec))
+    command = [sys.executable, str(Path(__file__).resolve()), "--bare-run", str(spec_path), str(result_path),
+               "--storage", str(work / "ray_results"), "--cpus", str(cpus)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
+        started = time.monotonic()
+        while process.poll() is None:
+            done = sum(1 for p in (work / "ray_results" / "bare").glob("*/result.json") if p.stat().st_size > 0)
+            bar.set_postfix_str(f"bare: {done}/{spec['search']['num_trials']} trials reported, {time.monotonic() - started:.0f} s")
+            time.sleep(0.5)
+    if process.returncode != 0 or not result_path.is_file():
+        tail = log_path.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"the bare Ray Tune run exited with {process.returncode}:\n{tail}")
+    return {"system": "bare", **json.loads(result_path.read_text())}
+
+
+def run_searchsvc(spec: dict[str, Any], work: Path, *, cpus: int, bar: tqdm) -> dict[str, Any]:
+    from searchsvc.client import Client
+    from searchsvc.local_server import LocalServer, free_port
+
+    work.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{work / 'searchsvc.db'}"
+    token = issue_token(url)
+    started = time.perf_counter()
+    server = LocalServer(database_url=url, data_dir=work / "data-dir", ray_num_cpus=cpus, dashboard_port=free_port())
+    server.start()
+    startup_s = time.perf_counter() - started
+    try:
+        with Client(server.url, token) as client:
+            started = time.perf_counter()
+            study = client.create_study(spec)
+            while study.state not in TERMINAL:
+                time.sleep(0.2)
+                study.refresh()
+                progress = study.progress
+                bar.set_postfix_str(f"searchsvc: {progress.get('completed', 0)}/{progress.get('total')} trials, "
+                                    f"{time.perf_counter() - started:.0f} s")
+            wall_s = time.perf_counter() - started
+            trials = study.trials()
+    finally:
+        server.stop()
+    if study.state != "completed":
+        raise RuntimeError(f"the searchsvc study ended {study.state}: {study.data.get('error')}\n{server.log_tail()}")
+    return {"system": "searchsvc", "wall_s": wall_s, "startup_s": startup_s,
+            "completed": sum(t["state"] == "completed" for t in trials), "failed": sum(t["state"] == "failed" for t in trials)}
+
+
+def run_overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    model, tasks = tiny_workload(root / "workload")
+    spec = study_spec(name="overhead", model=model, tasks=tasks, num_trials=args.trials, max_concurrent=2, max_epochs=1)
+    order = [system for _ in range(args.reps) for system in ("searchsvc", "bare")]
+    runs: list[dict[str, Any]] = []
+    with tqdm(order, desc="overhead runs", unit="run") as bar:
+        for index, system in enumerate(bar):
+            work = root / f"run-{index}-{system}"
+            runner = run_searchsvc if system == "searchsvc" else run_bare
+            load_before, started_utc = os.getloadavg()[0], time.strftime("%H:%M:%S", time.gmtime())
+            run = runner(spec, work, cpus=args.cpus, bar=bar)
+            # The 1-minute load average around each run: other work on the machine shows up here.
+            run.update(rep=index // 2, started_utc=started_utc, loadavg_before=load_before, loadavg_after=os.getloadavg()[0])
+            runs.append(run)
+            tqdm.write(f"{system} #{run['rep'] + 1}: {run['wall_s']:.1f} s for {run['completed']} completed trials "
+                       f"(start-up, not timed: {run['startup_s']:.1f} s)")
+            shutil.rmtree(work, ignore_errors=True)
+    walls = {s: [r["wall_s"] for r in runs if r["system"] == s] for s in ("searchsvc", "bare")}
+    ratios = [a / b for a, b in zip(walls["searchsvc"], walls["bare"], strict=True)]
+    ratio_mean, ratio_std = mean_std(ratios)
+    svc_mean, svc_std = mean_std(walls["searchsvc"])
+    bare_mean, bare_std = mean_std(walls["bare"])
+    return {
+        "spec": spec,
+        "runs": runs,
+        "searchsvc_wall_s": {"mean": svc_mean, "std": svc_std, "values": walls["searchsvc"]},
+        "bare_wall_s": {"mean": bare_mean, "std": bare_std, "values": walls["bare"]},
+        "ratio": {"mean": ratio_mean, "std": ratio_std, "min": min(ratios), "max": max(ratios), "values": ratios},
+        "extra_seconds_per_trial": (svc_mean - bare_mean) / args.trials,
+    }
+
+
+# ---- TPE suggestion latency -------------------------------------------------------------------------
+
+
+def _synthetic_objective(config: dict[str, Any], rng: random.Random) -> float:
+    """A smooth score with a peak at lr = 1e-2, rank 4, prefix 5, plus a little noise."""
+    return (1.0 - 0.3 * (math.log10(config["lr"]) + 2.0) ** 2 - 0.02 * abs(config["prefix_length"] - 5)
+            + (0.05 if config["lora_rank"] == 4 else 0.0) + rng.gauss(0.0, 0.02))
+
+
+def tpe_latency(points: list[int], suggestions: int, *, storage: str, folder: Path) -> dict[str, Any]:
+    """Median/p99 of ``suggest()`` after each of ``points`` finished trials. Timed suggestions
+    are told as failed, which TPE ignores, so every one of them sees the same history."""
+    import optuna
+
+    from searchsvc.dispatch.searchers import make_searcher
+    from searchsvc.dispatch.space import tune_space
+    from searchsvc.spec import SearchSpec
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    total = max(points) + suggestions * len(points)
+    # The study's SearchSpec alone: the searcher needs no model or task folders.
+    search = SearchSpec.model_validate(
+        study_spec(name="tpe", model="", tasks=[], num_trials=total, max_concurrent=1, max_epochs=1)["search"])
+    rdb = None
+    if storage == "sqlite":
+        from searchsvc.dispatch.optuna_storage import make_optuna_storage
+
+        rdb = make_optuna_storage(f"sqlite:///{folder / 'tpe.db'}")
+    searcher = make_searcher(search, max_concurrent=1, storage=rdb, study_name=f"tpe-{storage}" if rdb else None)
+    searcher.set_search_properties(search.metric, search.mode, tune_space(search))
+    rng = random.Random(0)
+    finished = 0
+    number = 0
+    out: dict[str, Any] = {}
+    with tqdm(total=max(points), desc=f"TPE history ({storage})", unit="trial", leave=False) as bar:
+        for point in sorted(points):
+            while finished < point:
+                trial_id = f"t{number}"
+                number += 1
+                config = searcher.suggest(trial_id)
+                searcher.on_trial_complete(trial_id, result={search.metric: _synthetic_objective(config, rng)})
+                finished += 1
+                bar.update()
+            times = []
+            for _ in range(suggestions):
+                trial_id = f"t{number}"
+                number += 1
+                started = time.perf_counter()
+                config = searcher.suggest(trial_id)
+                times.append(time.perf_counter() - started)
+                if not isinstance(config, dict):
+                    raise RuntimeError(f"TPE gave no configuration after {finished} trials: {config!r}")
+                searcher.on_trial_complete(trial_id, error=True)
+            out[str(point)] = {"median_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99),
+                               "mean_ms": 1000 * mean_std(times)[0], "max_ms": 1000 * max(times), "n": len(times)}
+    return out
+
+
+# ---- output -----------------------------------------------------------------------------------------
+
+
+def summarize(results: dict[str, Any]) -> str:
+    setup, over, tpe = results["setup"], results["overhead"], results["tpe_suggest"]
+    ratio = over["ratio"]
+    lines = [
+        "# Control-plane overhead",
+        "",
+        f"**searchsvc / bare Ray Tune wall time: {ratio['mean']:.2f}x** (± {ratio['std']:.2f} over "
+        f"{len(ratio['values'])} alternated pairs; min {ratio['min']:.2f}x, max {ratio['max']:.2f}x); "
+        f"{over['extra_seconds_per_trial']:.2f} s more per trial.",
+        "",
+        "## Wall time of the same trials",
+        "",
+        f"{setup['settings']['trials']} trials of the tiny BERT on two tiny tasks (48 training, 24 dev rows each), "
+        "1 epoch, TPE, 2 at a time, 1 CPU each, on a fresh local Ray with "
+        f"{setup['settings']['cpus']} CPUs per run. searchsvc: `searchsvc serve` (SQLite) + SDK, timed from "
+        "`POST /v1/studies` until the SDK (polling every 0.2 s) sees `completed` (dispatcher tick, runner start, "
+        "SQL callbacks, Optuna history in SQL and the best trial's export included). Bare: a Ray Tune script with "
+        "the same `make_searcher` searcher, trainable body and checkpoint settings, timed from building the `Tuner` "
+        "until `fit()` returns. Ray start-up is not timed in either. Runs alternate in the order listed.",
+        "",
+        "| run | system | wall s | completed | failed | start-up s (not timed) | started (UTC) | load avg before / after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, run in enumerate(over["runs"], 1):
+        load = (f"{run['loadavg_before']:.1f} / {run['loadavg_after']:.1f}" if "loadavg_before" in run else "-")
+        lines.append(f"| {i} | {run['system']} | {run['wall_s']:.1f} | {run['completed']} | {run['failed']} | {run['startup_s']:.1f} "
+                     f"| {run.get('started_utc', '-')} | {load} |")
+    svc, bare = over["searchsvc_wall_s"], over["bare_wall_s"]
+    lines += [
+        "",
+        f"searchsvc {svc['mean']:.1f} ± {svc['std']:.1f} s, bare {bare['mean']:.1f} ± {bare['std']:.1f} s "
+        f"(mean ± sample std); pair ratios {', '.join(f'{r:.2f}x' for r in ratio['values'])}.",
+        "",
+        "## TPE suggestion latency",
+        "",
+        f"`suggest()` of the study's searcher (`make_searcher`: Optuna multivariate TPE with constant liar, "
+        f"Ray's `OptunaSearch` + `ConcurrencyLimiter`) over a 3-parameter space, after N trials finished with a "
+        f"synthetic score; {setup['settings']['suggestions']} timed suggestions at each N (told as failed, so all "
+        "see the same history). `memory`: Optuna's in-memory storage; `sqlite`: an RDBStorage on an SQLite file, "
+        "as a searchsvc study keeps its TPE history.",
+        "",
+        "| storage | finished trials | median ms | p99 ms | max ms |",
+        "|---|---|---|---|---|",
+    ]
+    for storage, points in tpe.items():
+        for point, row in points.items():
+            lines.append(f"| {storage} | {point} | {row['median_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.1f} |")
+    if results.get("notes"):
+        lines += ["", "## Notes", "", *[f"- {note}" for note in results["notes"]]]
+    lines += ["", "## Setup", "", *setup_markdown(setup), "",
+              "Reproduce: `python benchmarks/overhead.py" + (" --smoke" if setup["settings"]["smoke"] else "") + "`.", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    over, tpe = results["overhead"], results["tpe_suggest"]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1.6, 0.8, 1.4]})
+    runs = over["runs"]
+    reps = sorted({r["rep"] for r in runs})
+    width = 0.38
+    for offset, system, color in ((-width / 2, "searchsvc", "tab:blue"), (width / 2, "bare", "tab:gray")):
+        values = [next(r["wall_s"] for r in runs if r["system"] == system and r["rep"] == rep) for rep in reps]
+        bars = left.bar([rep + offset for rep in reps], values, width, label=system, color=color)
+        left.bar_label(bars, fmt="%.0f s", fontsize=8)
+    left.set_xticks(reps, [f"pair {rep + 1}" for rep in reps])
+    left.set_ylabel("wall time (s)")
+    left.set_title(f"{results['setup']['settings']['trials']} trials, run in alternation")
+    left.legend(loc="lower right")
+    ratio = over["ratio"]
+    middle.bar([0], [ratio["mean"]], 0.5, yerr=[ratio["std"]], capsize=8, color="tab:blue")
+    middle.scatter([0] * len(ratio["values"]), ratio["values"], color="black", zorder=3, s=18, label="each pair")
+    middle.axhline(1.0, color="gray", linestyle="--", linewidth=1)
+    middle.set_xlim(-0.8, 0.8)
+    middle.set_xticks([0], ["searchsvc / bare"])
+    middle.set_ylim(0, max(1.2, max(ratio["values"]) * 1.2))
+    middle.set_title(f"wall-time ratio {ratio['mean']:.2f}x ± {ratio['std']:.2f}")
+    middle.legend(loc="upper right", fontsize=8)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    every: set[int] = set()
+    for storage, color in zip(tpe, ("tab:green", "tab:purple", "tab:brown"), strict=False):
+        points = sorted(tpe[storage], key=int)
+        xs = [int(p) for p in points]
+        every.update(xs)
+        right.plot(xs, [tpe[storage][p]["median_ms"] for p in points], marker="o", color=color, label=f"{storage}: median")
+        right.plot(xs, [tpe[storage][p]["p99_ms"] for p in points], marker="s", linestyle="--", color=color,
+                   label=f"{storage}: p99")
+    right.set_xscale("log")
+    right.set_xticks(sorted(every), [str(x) for x in sorted(every)])
+    right.xaxis.set_minor_formatter(NullFormatter())
+    values = [row[key] for rows in tpe.values() for row in rows.values() for key in ("median_ms", "p99_ms")]
+    if values and max(values) > 20 * min(values):  # storages differ by orders of magnitude: log scale
+        right.set_yscale("log")
+        right.yaxis.set_major_formatter(ScalarFormatter())
+        right.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        right.set_ylim(bottom=0)
+    right.set_xlabel("finished trials in the history")
+    right.set_ylabel("suggest() latency (ms)")
+    right.set_title("TPE suggestion latency")
+    right.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle("searchsvc control-plane overhead", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny version: 2 trials, 1 repetition each, 5 suggestions")
+    parser.add_argument("--trials", type=int, default=None, help="trials per run (default 50; 2 with --smoke)")
+    parser.add_argument("--reps", type=int, default=None, help="runs of each system, alternated (default 2; 1 with --smoke)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of each run's Ray")
+    parser.add_argument("--suggestions", type=int, default=None, help="timed suggest() calls per point (default 20; 5)")
+    parser.add_argument("--points", default=None, help="finished-trial counts, comma-separated (default 10,100,500; 10,100)")
+    parser.add_argument("--storages", default=None, help="TPE history storages (default memory,sqlite; memory with --smoke)")
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--bare-run", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
+    parser.add_argument("--storage", help=argparse.SUPPRESS)
+    parser.add_argument("--replot", action="store_true", help="only rewrite the .md and .png from the .json in --out")
+    args = parser.parse_args(argv)
+    if args.replot:
+        results = json.loads((Path(args.out) / f"{NAME}.json").read_text())
+        write_results(args.out, NAME, results, summarize(results))
+        plot(results, Path(args.out) / f"{NAME}.png")
+        return 0
+    if args.bare_run:
+        return bare_run(Path(args.bare_run[0]), Path(args.bare_run[1]), Path(args.storage), args.cpus)
+    args.trials = args.trials or (2 if args.smoke else 50)
+    args.reps = args.reps or (1 if args.smoke else 2)
+    args.suggestions = args.suggestions or (5 if args.smoke else 20)
+    points = [int(p) for p in (args.points or ("10,100" if args.smoke else "10,100,500")).split(",")]
+    storages = (args.storages or ("memory" if args.smoke else "memory,sqlite")).split(",")
+    setup = setup_info(smoke=args.smoke, trials=args.trials, reps=args.reps, cpus=args.cpus, max_concurrent=2,
+                       suggestions=args.suggestions, points=points, storages=storages)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="searchsvc-bench-overhead-") as tmp:
+        root = Path(tmp)
+        tpe = {storage: tpe_latency(points, args.suggestions, storage=storage, folder=root) for storage in storages}
+        for storage, rows in tpe.items():
+            tqdm.write("TPE suggest (" + storage + "): " + ", ".join(
+                f"after {p}: median {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms" for p, r in rows.items()))
+        overhead = run_overhead(args, root)
+    results = {"setup": setup, "overhead": overhead, "tpe_suggest": tpe, "total_seconds": time.perf_counter() - started}
+    markdown = summarize(results)
+    out = write_results(args.out, NAME, results, markdown)
+    plot(results, out / f"{NAME}.png")
+    print(markdown)
+    print(f"written: {out / NAME}.json, .md, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
