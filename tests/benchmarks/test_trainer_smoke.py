@@ -1,0 +1,101 @@
+"""The trainer, search-efficiency and quality benchmarks run end to end in their smoke modes.
+
+Each script runs in a subprocess with ``--smoke --out <tmp>`` (never benchmarks/results),
+and its JSON is checked for its keys and for sane values: step-time and memory ratios
+positive, best-so-far never decreasing, scores in range. Needs ../shared/data and the
+MiniLM package (skipped without them); about 3-4 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+SMOKE_LIMIT_S = 300  # each smoke mode aims at < 90 s; generous for a loaded machine
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (DATA / "rte" / "train.jsonl").is_file(), reason="needs ../shared/data"),
+]
+
+
+def run_smoke(script: str, out: Path) -> dict[str, Any]:
+    assert out.resolve() != (ROOT / "benchmarks" / "results").resolve()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--out", str(out)],
+        capture_output=True, text=True, timeout=SMOKE_LIMIT_S, cwd=ROOT, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    name = script.removesuffix(".py")
+    for suffix in ("json", "md", "png"):
+        assert (out / f"{name}.{suffix}").is_file(), f"{name}.{suffix} not written"
+    results = json.loads((out / f"{name}.json").read_text())
+    assert {"setup", "settings"} <= results.keys()
+    assert results["settings"]["smoke"] is True
+    assert {"torch", "transformers", "peft", "ray", "optuna"} <= results["setup"]["versions"].keys()
+    return results
+
+
+def test_trainer_smoke(tmp_path: Path) -> None:
+    results = run_smoke("trainer.py", tmp_path)
+    steps, memory = results["step_time"]["methods"], results["memory"]
+    assert set(steps) == {"peml", "lora+prefix", "lora"}
+    for method, entry in steps.items():
+        assert entry["median_step_s"] > 0 and entry["ratio_to_lora"] > 0
+        assert all(r > 0 for r in entry["rep_ratios"])
+        assert entry["batch_shape"] == [16, 128]
+        assert entry["trainable_params"] > 0
+        assert memory["methods"][method]["training_increase_ratio_to_lora"] > 0
+        assert memory["methods"][method]["total_increase_ratio_to_lora"] > 0
+    assert steps["lora"]["ratio_to_lora"] == pytest.approx(1.0)
+    # Both prefix methods train LoRA and a prefix generator: more parameters than LoRA alone.
+    assert min(steps["peml"]["trainable_params"], steps["lora+prefix"]["trainable_params"]) > steps["lora"]["trainable_params"]
+    by_rank = memory["lora_by_rank"]
+    assert list(by_rank) == [str(r) for r in results["settings"]["ranks"]]
+    params = [by_rank[r]["trainable_params"] for r in by_rank]
+    assert params == sorted(params) and len(set(params)) == len(params)
+    for entry in by_rank.values():
+        assert entry["total_increase_mib"] > 0 and entry["peak_training_mib"] > 0
+
+
+def test_search_efficiency_smoke(tmp_path: Path) -> None:
+    results = run_smoke("search_efficiency.py", tmp_path)
+    assert set(results["algorithms"]) == {"tpe", "random"}
+    for entry in results["algorithms"].values():
+        assert len(entry["runs"]) == len(results["settings"]["seeds"])
+        for run in entry["runs"]:
+            trials = run["trials"]
+            assert len(trials) == results["settings"]["trials"]
+            best = [t["best_so_far"] for t in trials]
+            assert all(not math.isnan(b) for b in best)
+            assert all(b2 >= b1 for b1, b2 in zip(best, best[1:])), "best-so-far decreased"
+            assert all(0.0 <= b <= 1.0 for b in best)  # accuracies
+            elapsed = [t["elapsed"] for t in trials]
+            assert elapsed == sorted(elapsed) and elapsed[0] > 0
+            assert set(trials[0]["config"]) == set(results["settings"]["space"])
+        assert 0.0 <= entry["final_best_mean"] <= 1.0
+        assert len(entry["curves"]["by_trial"]) == results["settings"]["trials"]
+
+
+def test_quality_smoke(tmp_path: Path) -> None:
+    results = run_smoke("quality.py", tmp_path)
+    tasks = results["settings"]["tasks"]
+    assert set(results["methods"]) == {"lora", "prefix", "lora+prefix", "peml", "peml+coordination"}
+    for label, entry in results["methods"].items():
+        assert len(entry["search"]) == results["settings"]["trials"]
+        assert len(entry["retrains"]) == results["settings"]["seeds"]
+        assert set(entry["best_config"]) == set(entry["space"])
+        for task in tasks:
+            assert -1.0 <= entry["scores"][task]["mean"] <= 1.0, (label, task)
+            assert entry["scores"][task]["std"] >= 0
+        assert -1.0 <= entry["average"]["mean"] <= 1.0
+    assert "prefix_length" not in results["methods"]["lora"]["space"]
+    assert "lora_rank" not in results["methods"]["prefix"]["space"]
