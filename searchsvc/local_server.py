@@ -17,6 +17,8 @@ from typing import IO
 
 import httpx
 
+from searchsvc.logs import file_tail
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -96,10 +98,7 @@ class LocalServer:
             self._log = None
 
     def log_tail(self, limit: int = 6000) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-limit:]
-        except OSError:
-            return ""
+        return file_tail(self.log_path, limit)
 
     def __enter__(self) -> LocalServer:
         return self.start()

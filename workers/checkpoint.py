@@ -109,10 +109,19 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         spec.model, method=spec.method, config=config, tasks=checkpoint_tasks(info), total_steps=int(info["total_steps"]),
         peml=spec.peml,
     )
-    model.load_trainable_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    load_weights(folder, model)
     model.to(device)
     model.eval()
     return LoadedCheckpoint(model=model, spec=spec, config=config, info=info)
+
+
+def load_weights(directory: str | Path, model: MultiTaskBase) -> None:
+    """Load a checkpoint's trained tensors (LoRA, prefix, heads) into a model built for it.
+
+    Raises:
+        ValueError: the tensors do not fit the model.
+    """
+    model.load_trainable_state_dict(load_file(str(Path(directory) / WEIGHTS_FILE)))
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:

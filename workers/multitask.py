@@ -116,7 +116,6 @@ class MultiTaskBase(nn.Module):
         if peft is not None and self.is_adalora():
             cast(Any, peft.base_model).update_and_allocate(global_step)
 
-    adalora_step = after_optimizer_step  # the name the first trainer used
 
     def regularization(self) -> torch.Tensor | None:
         """Extra loss terms of the method: AdaLoRA's orthogonality penalty on P and Q.

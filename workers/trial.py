@@ -35,7 +35,7 @@ from transformers import AutoTokenizer
 
 from searchsvc.spec import DEFAULT_HYPERPARAMETERS, TASK_WEIGHT_PREFIX, StudySpec, hyperparameter_rule
 from workers.batching import prepare_tokenizer
-from workers.checkpoint import checkpoint_name, load_training_state, save_checkpoint
+from workers.checkpoint import checkpoint_name, load_training_state, load_weights, save_checkpoint
 from workers.data import TaskData, load_spec_tasks
 from workers.model import build_model
 from workers.multitask import MultiTaskBase
@@ -234,12 +234,8 @@ def _save(work: Path, epoch: int, model: MultiTaskBase, params: dict[str, Any], 
 def _restore(folder: Path, model: MultiTaskBase, optimizer: torch.optim.Optimizer, scheduler: Any,
              peml: PemlTraining | None, state: dict[str, Any]) -> int:
     """Load a checkpoint's weights and training state; returns the epoch it was written at."""
-    from safetensors.torch import load_file
-
-    from workers.checkpoint import WEIGHTS_FILE
-
     saved = load_training_state(folder)
-    model.load_trainable_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    load_weights(folder, model)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     if peml is not None and saved.get("peml"):

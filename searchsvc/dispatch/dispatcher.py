@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from searchsvc.dispatch.study_runner import EXIT_INTERRUPTED, experiment_name
+from searchsvc.logs import file_tail
 from searchsvc.store import Store, Study
 
 log = logging.getLogger("searchsvc.dispatcher")
@@ -46,13 +47,6 @@ class _Runner:
     process: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
-
-
-def _tail(path: Path, limit: int = 8000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-limit:]
-    except OSError:
-        return ""
 
 
 class Dispatcher:
@@ -174,6 +168,6 @@ class Dispatcher:
                     self.store.mark_unfinished_trials(study_id, state, error=f"runner exited with code {code}")
                     self.store.finish_study(
                         study_id, state,
-                        error=None if state == "stopped" else f"runner exited with code {code}; log tail:\n{_tail(runner.log_path)}",
+                        error=None if state == "stopped" else f"runner exited with code {code}; log tail:\n{file_tail(runner.log_path)}",
                     )
             log.info("study %s: runner exited with %s (%s)", study_id, code, self.store.get_study(study_id).state)

@@ -76,6 +76,3 @@ def dump_on_failure(live: LiveService) -> str:
     text = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in logs)
     return f"server log:\n{live.server.log_tail()}\n{text}"
 
-
-def report_dir(path: str | None) -> Path | None:
-    return Path(path) if path else None
