@@ -15,7 +15,7 @@ from typing import Any
 
 from searchsvc.errors import NotFoundError
 from searchsvc.spec import parse_spec
-from searchsvc.store import Report, Store, Study, Trial, User
+from searchsvc.store import Report, Store, Study, Trial, TrialTally, User
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class StudyService:
 
     def list(self, user: User, *, state: str | None = None) -> list[StudyView]:
         studies = self.store.list_studies(owner_id=user.id, states=[state] if state else None)
-        return [self._view(study) for study in studies]
+        tallies = self.store.tally_trials(study.id for study in studies)
+        return [_view(study, tallies[study.id]) for study in studies]
 
     def trials(self, user: User, study_id: int) -> list[Trial]:
         return self.store.list_trials(study_id, owner_id=user.id)
@@ -86,10 +87,12 @@ class StudyService:
         return _tarball(Path(path), name=name), f"{name}.tar.gz"
 
     def _view(self, study: Study) -> StudyView:
-        counts = self.store.trial_counts(study.id)
-        best = self.store.best_trial(study.id)
-        total = int((study.spec.get("search") or {}).get("num_trials", 0))
-        return StudyView(study, StudyProgress(total=total, counts=counts, best_objective=best[1].objective if best else None))
+        return _view(study, self.store.tally_trials([study.id])[study.id])
+
+
+def _view(study: Study, tally: TrialTally) -> StudyView:
+    total = int((study.spec.get("search") or {}).get("num_trials", 0))
+    return StudyView(study, StudyProgress(total=total, counts=tally.counts, best_objective=tally.best_objective))
 
 
 def _tarball(folder: Path, *, name: str) -> Path:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from searchsvc.errors import SearchsvcError, StoreError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_POOL_SIZE = 40  # AnyIO's default thread limit, which FastAPI's sync routes share
 
 
 def make_engine(url: str) -> Engine:
@@ -30,9 +31,16 @@ def make_engine(url: str) -> Engine:
     The API, the dispatcher and every study runner write to the same database; for
     SQLite that means WAL mode (readers never block the writer) and a generous busy
     timeout instead of "database is locked" errors.
+
+    The pool keeps as many connections as the API has worker threads (FastAPI runs sync
+    routes on AnyIO's 40 threads): with fewer, busy threads queue for a connection, and
+    connections beyond the pool are opened and closed per request (for SQLite that means
+    re-running the pragmas every time).
     """
+    pool = {"pool_size": _POOL_SIZE, "max_overflow": 10}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        in_memory = url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in url
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **({} if in_memory else pool))
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -45,7 +53,7 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def _alembic_config() -> Config:

@@ -87,3 +87,11 @@ class Report:
     metrics: dict[str, Any] = field(default_factory=dict)
     checkpoint_path: str | None = None
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrialTally:
+    """Where a study's trials stand: how many in each state, and the best objective so far."""
+
+    counts: dict[str, int]
+    best_objective: float | None

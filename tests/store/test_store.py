@@ -146,3 +146,51 @@ def test_store_pickles_as_its_url(store: Store, minimal_spec: dict) -> None:
     copy = pickle.loads(pickle.dumps(store))
     assert copy.get_study(study.id).name == study.name
     copy.close()
+
+
+def test_tally_trials_counts_states_and_best_per_study_mode(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    high = store.create_study(alice.id, parse_spec(minimal_spec))
+    low = store.create_study(alice.id, parse_spec({**minimal_spec, "search": {"metric": "train_loss", "mode": "min"}}))
+    empty = store.create_study(alice.id, parse_spec(minimal_spec))
+    for study, mode, objectives in ((high, "max", (0.4, 0.9, 0.6)), (low, "min", (0.4, 0.9, 0.6))):
+        for n, value in enumerate(objectives):
+            trial = store.start_trial(study.id, ray_trial_id=f"r{n}", config={})
+            store.add_report(trial.id, epoch=1, objective=value, metrics={}, mode=mode)
+            if n == 0:
+                store.finish_trial(trial.id, "completed")
+    tallies = store.tally_trials([high.id, low.id, empty.id, high.id])
+    assert set(tallies) == {high.id, low.id, empty.id}
+    assert tallies[high.id].best_objective == 0.9 and tallies[low.id].best_objective == 0.4
+    assert (tallies[high.id].counts["completed"], tallies[high.id].counts["running"]) == (1, 2)
+    assert tallies[empty.id].best_objective is None and sum(tallies[empty.id].counts.values()) == 0
+    assert tallies[high.id].best_objective == store.best_trial(high.id)[1].objective  # type: ignore[index]
+    assert store.tally_trials([]) == {}
+
+
+def test_listing_trials_costs_the_same_queries_for_two_or_twenty(store: Store, minimal_spec: dict) -> None:
+    """The API's list routes are read constantly: a query per trial made them slow down as
+    studies grew. Counted on the engine itself, so nothing of ours is faked."""
+    from sqlalchemy import event
+
+    alice, _ = store.issue_token("alice")
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    def queries_to_list(study_id: int) -> int:
+        statements.clear()
+        trials = store.list_trials(study_id, owner_id=alice.id)
+        assert all(t.num_reports == 2 and [a.attempt for a in t.attempts] == [1, 2] for t in trials)
+        return len(statements)
+
+    counts = []
+    for size in (2, 20):
+        study = store.create_study(alice.id, parse_spec(minimal_spec))
+        for n in range(size):
+            trial = store.start_trial(study.id, ray_trial_id=f"r{n}", config={})
+            store.add_report(trial.id, epoch=1, objective=0.5, metrics={})
+            store.retry_trial(trial.id, error="worker died")
+            store.start_trial(study.id, ray_trial_id=f"r{n}", config={})
+            store.add_report(trial.id, epoch=1, objective=0.6, metrics={})
+        counts.append(queries_to_list(study.id))
+    assert counts[0] == counts[1] <= 5

@@ -1,0 +1,103 @@
+"""Trials and their attempts: started, retried, finished, listed; and counts for /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from searchsvc.errors import NotFoundError, SpecError
+from searchsvc.store._base import StoreBase
+from searchsvc.store._rows import attempt_row, close_trials, study_row, trial_of, trials_of
+from searchsvc.store.models import AttemptRow, ReportRow, StudyRow, TrialRow, utcnow
+from searchsvc.store.types import TRIAL_STATES, Trial
+
+
+class TrialsStore(StoreBase):
+    def start_trial(self, study_id: int, *, ray_trial_id: str, config: dict[str, Any]) -> Trial:
+        """Record that a trial (re)started. A trial restored after a pause or a control-plane
+        restart continues its current attempt; a retry got its new attempt in :meth:`retry_trial`."""
+        with self._scope() as session:
+            row = session.scalar(
+                select(TrialRow).where(TrialRow.study_id == study_id, TrialRow.ray_trial_id == ray_trial_id).with_for_update()
+            )
+            if row is None:
+                number = session.scalar(select(func.coalesce(func.max(TrialRow.number) + 1, 0)).where(TrialRow.study_id == study_id))
+                row = TrialRow(study_id=study_id, number=number, ray_trial_id=ray_trial_id, state="running", config=config, attempt=1)
+                row.started_at = utcnow()
+                session.add(row)
+                session.flush()
+            else:
+                row.state = "running"
+                row.error = None
+                row.finished_at = None
+            attempt = attempt_row(session, row)
+            attempt.state = "running"
+            attempt.started_at = attempt.started_at or utcnow()
+            session.flush()
+            return trial_of(session, row)
+
+    def retry_trial(self, trial_id: int, *, error: str) -> Trial:
+        """The trial's worker failed and Tune will run it again: close the attempt with its
+        error and open the next one (pending until it starts)."""
+        with self._scope() as session:
+            row = session.get(TrialRow, trial_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"trial {trial_id} not found")
+            current = attempt_row(session, row)
+            current.state, current.error, current.finished_at = "failed", error, utcnow()
+            row.attempt += 1
+            row.state = "pending"
+            session.add(AttemptRow(trial_id=row.id, attempt=row.attempt, state="pending"))
+            session.flush()
+            return trial_of(session, row)
+
+    def finish_trial(self, trial_id: int, state: str, *, error: str | None = None) -> Trial:
+        if state not in TRIAL_STATES:
+            raise SpecError([("state", f"unknown trial state {state!r}")])
+        with self._scope() as session:
+            row = session.get(TrialRow, trial_id)
+            if row is None:
+                raise NotFoundError(f"trial {trial_id} not found")
+            row.state = state
+            row.error = error
+            row.finished_at = utcnow()
+            attempt = attempt_row(session, row)
+            attempt.state, attempt.error, attempt.finished_at = state, error, row.finished_at
+            session.flush()
+            return trial_of(session, row)
+
+    def trial_by_ray_id(self, study_id: int, ray_trial_id: str) -> Trial:
+        with self._scope() as session:
+            row = session.scalar(select(TrialRow).where(TrialRow.study_id == study_id, TrialRow.ray_trial_id == ray_trial_id))
+            if row is None:
+                raise NotFoundError(f"no trial {ray_trial_id} in study {study_id}")
+            return trial_of(session, row)
+
+    def list_trials(self, study_id: int, *, owner_id: int | None = None) -> list[Trial]:
+        """Every trial of the study in order, in three queries however many there are."""
+        with self._scope() as session:
+            study_row(session, study_id, owner_id)
+            rows = session.scalars(select(TrialRow).where(TrialRow.study_id == study_id).order_by(TrialRow.number)).all()
+            return trials_of(session, rows, where=TrialRow.study_id == study_id)
+
+    def get_trial(self, study_id: int, trial_id: int, *, owner_id: int | None = None) -> Trial:
+        with self._scope() as session:
+            study_row(session, study_id, owner_id)
+            row = session.get(TrialRow, trial_id)
+            if row is None or row.study_id != study_id:
+                raise NotFoundError(f"trial {trial_id} not found in study {study_id}")
+            return trial_of(session, row)
+
+    def mark_unfinished_trials(self, study_id: int, state: str, *, error: str | None = None) -> int:
+        """Close every trial still pending, running or paused (after a stop or a crash). Returns how many."""
+        with self._scope() as session:
+            return close_trials(session, study_id, state, error)
+
+    def count_by_state(self) -> tuple[dict[str, int], dict[str, int], int]:
+        """Studies and trials per state and the number of reports (for /metrics)."""
+        with self._scope() as session:
+            studies = dict(session.execute(select(StudyRow.state, func.count()).group_by(StudyRow.state)).all())
+            trials = dict(session.execute(select(TrialRow.state, func.count()).group_by(TrialRow.state)).all())
+            reports = session.scalar(select(func.count()).select_from(ReportRow)) or 0
+            return {k: int(v) for k, v in studies.items()}, {k: int(v) for k, v in trials.items()}, int(reports)
