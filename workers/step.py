@@ -30,7 +30,11 @@ CONFLICT_SAMPLE_EVERY = 10
 
 def shared_parameters(model: MultiTaskBase) -> list[torch.nn.Parameter]:
     """Parameters every task trains (LoRA, prefix, α), i.e. all trainable ones but the heads."""
-    return [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("heads.")]
+    return [p for _, p in _named_shared(model)]
+
+
+def _named_shared(model: MultiTaskBase) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad and not name.startswith("heads.")]
 
 
 class StepBackward:
@@ -51,7 +55,10 @@ class StepBackward:
         self.coordinated = coordination.enabled
         self._coordination = coordination
         self._grad_alpha = grad_alpha
-        self._coordinators: dict[tuple[int, ...], GradientCoordinator] = {}
+        # Keyed by the names of the parameters that train (stable across processes, so a
+        # checkpoint can say which coordinator each saved state belongs to).
+        self._coordinators: dict[tuple[str, ...], GradientCoordinator] = {}
+        self._saved: dict[tuple[str, ...], dict[str, Any]] = {}
         self.entropy_lambda = entropy_lambda
         self.similarity = similarity
         self.similarity_weight = coordination.similarity_weight
@@ -59,15 +66,26 @@ class StepBackward:
     def coordinator(self) -> GradientCoordinator:
         """The coordinator over the parameters that train now (sequential PEML phases
         freeze LoRA or the prefix, and autograd refuses frozen tensors)."""
-        shared = shared_parameters(self.model)
-        key = tuple(id(p) for p in shared)
+        named = _named_shared(self.model)
+        key = tuple(name for name, _ in named)
         if key not in self._coordinators:
-            n = len(self.task_names)
+            shared, n = [p for _, p in named], len(self.task_names)
             made = coordinator_from_spec(self._coordination, shared, n, grad_alpha=self._grad_alpha)
-            self._coordinators[key] = made or GradientCoordinator(
-                shared, n, grad_alpha=0.0, project=False, every_k=CONFLICT_SAMPLE_EVERY
-            )
+            made = made or GradientCoordinator(shared, n, grad_alpha=0.0, project=False, every_k=CONFLICT_SAMPLE_EVERY)
+            if key in self._saved:
+                made.load_state_dict(self._saved.pop(key))
+            self._coordinators[key] = made
         return self._coordinators[key]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every coordinator's state (λ history, step counter), for the trial's checkpoint."""
+        states = {key: c.state_dict() for key, c in self._coordinators.items()}
+        return {"coordinators": [[list(key), state] for key, state in {**self._saved, **states}.items()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; each coordinator picks its state up when it is next built."""
+        self._coordinators.clear()
+        self._saved = {tuple(key): saved for key, saved in state["coordinators"]}
 
     def __call__(self, losses: list[torch.Tensor], extra: torch.Tensor | None) -> dict[str, float]:
         terms = [] if extra is None else [extra]

@@ -161,7 +161,7 @@ def run_trial(
     state = {"epoch": 0, "global_step": 0, "best_score": -math.inf, "best": None, "stale": 0}
     resumed_from = None
     if resume_from is not None:
-        resumed_from = _restore(Path(resume_from), model, optimizer, scheduler, peml, state)
+        resumed_from = _restore(Path(resume_from), model, optimizer, scheduler, peml, backward, state)
         sampler = state.pop("sampler", sampler)
     kept: list[Path] = []
     for epoch in range(int(state["epoch"]) + 1, train_spec.max_epochs + 1):
@@ -203,7 +203,8 @@ def run_trial(
         else:
             state["stale"] = int(state["stale"]) + 1
         state["epoch"] = epoch
-        path = _save(work, epoch, model, params, spec, infos, metrics, total_steps, optimizer, scheduler, peml, sampler, state)
+        path = _save(work, epoch, model, params, spec, infos, metrics, total_steps, optimizer, scheduler, peml, backward,
+                     sampler, state)
         report(metrics, str(path))
         kept = _prune_local_checkpoints(kept + [path], best_epoch=int(state["best"]["epoch"]))
         if int(state["stale"]) >= train_spec.patience:
@@ -214,7 +215,7 @@ def run_trial(
 
 def _save(work: Path, epoch: int, model: MultiTaskBase, params: dict[str, Any], spec: StudySpec, infos: list[Any],
           metrics: dict[str, Any], total_steps: int, optimizer: torch.optim.Optimizer, scheduler: Any,
-          peml: PemlTraining | None, sampler: MultiTaskSampler, state: dict[str, Any]) -> Path:
+          peml: PemlTraining | None, backward: StepBackward, sampler: MultiTaskSampler, state: dict[str, Any]) -> Path:
     info = {
         "epoch": epoch, "metrics": metrics, "method": spec.method, "model": spec.model, "family": model.family,
         "total_steps": total_steps, "max_seq_len": spec.train.max_seq_len, "tasks": [i.to_dict() for i in infos],
@@ -222,7 +223,7 @@ def _save(work: Path, epoch: int, model: MultiTaskBase, params: dict[str, Any], 
     training_state = {
         **{k: state[k] for k in ("epoch", "global_step", "best_score", "best", "stale")},
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "sampler": sampler,
-        "peml": peml.state_dict() if peml is not None else None,
+        "peml": peml.state_dict() if peml is not None else None, "coordination": backward.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
     }
     target = work / checkpoint_name(epoch)
@@ -232,7 +233,7 @@ def _save(work: Path, epoch: int, model: MultiTaskBase, params: dict[str, Any], 
 
 
 def _restore(folder: Path, model: MultiTaskBase, optimizer: torch.optim.Optimizer, scheduler: Any,
-             peml: PemlTraining | None, state: dict[str, Any]) -> int:
+             peml: PemlTraining | None, backward: StepBackward, state: dict[str, Any]) -> int:
     """Load a checkpoint's weights and training state; returns the epoch it was written at."""
     saved = load_training_state(folder)
     load_weights(folder, model)
@@ -240,6 +241,8 @@ def _restore(folder: Path, model: MultiTaskBase, optimizer: torch.optim.Optimize
     scheduler.load_state_dict(saved["scheduler"])
     if peml is not None and saved.get("peml"):
         peml.load_state_dict(saved["peml"])
+    if saved.get("coordination"):  # checkpoints written before coordination state was saved have none
+        backward.load_state_dict(saved["coordination"])
     rng = saved["rng"]
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])

@@ -122,18 +122,22 @@ def test_without_coordination_the_conflict_is_still_measured(
     assert all("grad_conflict" in m and "grad_conflict_after" not in m for m, _ in report.calls)
 
 
+@pytest.mark.parametrize("coordination", [None, {"enabled": True, "every_k": 2}], ids=["plain", "coordinated"])
 def test_an_interrupted_trial_resumes_exactly_where_it_was(
-    tiny_bert: Path, synthetic_tasks: dict[str, Path], tmp_path: Path
+    coordination: dict | None, tiny_bert: Path, synthetic_tasks: dict[str, Path], tmp_path: Path
 ) -> None:
-    spec = _spec(tiny_bert, synthetic_tasks, max_epochs=4)
+    """Coordinated: the dynamic task weights' history and the every_k step phase are part
+    of the checkpoint (a large grad_alpha makes λ far from uniform, so losing them shows)."""
+    spec = _spec(tiny_bert, synthetic_tasks, max_epochs=4, coordination=coordination)
+    config = {**CONFIG, "grad_alpha": 20.0}
     whole = Recorder()
-    run_trial(dict(CONFIG), spec=spec, report=whole, workdir=tmp_path / "whole")
+    run_trial(dict(config), spec=spec, report=whole, workdir=tmp_path / "whole")
 
     broken = Recorder(crash_after=2)
     with pytest.raises(KeyboardInterrupt):
-        run_trial(dict(CONFIG), spec=spec, report=broken, workdir=tmp_path / "broken")
+        run_trial(dict(config), spec=spec, report=broken, workdir=tmp_path / "broken")
     resumed = Recorder()
-    run_trial(dict(CONFIG), spec=spec, report=resumed, workdir=tmp_path / "resumed", resume_from=broken.calls[-1][1])
+    run_trial(dict(config), spec=spec, report=resumed, workdir=tmp_path / "resumed", resume_from=broken.calls[-1][1])
 
     assert [m["epoch"] for m, _ in resumed.calls] == [3, 4]
     assert resumed.calls[0][0]["resumed_from_epoch"] == 2
@@ -141,6 +145,9 @@ def test_an_interrupted_trial_resumes_exactly_where_it_was(
         assert got["avg_dev_score"] == pytest.approx(want["avg_dev_score"])
         assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
         assert got["nas/chosen"] == want["nas/chosen"]
+        weights = sorted(k for k in want if k.startswith("task_weight/"))
+        assert bool(weights) == bool(coordination)
+        assert [got[k] for k in weights] == pytest.approx([want[k] for k in weights], rel=1e-5)
         for got_cell, want_cell in zip(got["nas/architecture"], want["nas/architecture"], strict=True):
             assert got_cell["weights"] == pytest.approx(want_cell["weights"], rel=1e-4)
 

@@ -7,6 +7,7 @@ The trainer calls :meth:`GradientCoordinator.backward` once per step instead of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +86,21 @@ class GradientCoordinator:
     def weights(self) -> Tensor:
         """The latest task weights λ (CPU, float32)."""
         return self._task_weights.weights
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step counter, the task weights' history and the shuffle generator: what a
+        resumed trial needs to take the very steps an uninterrupted one would."""
+        return {
+            "steps": self.steps,
+            "task_weights": self._task_weights.state_dict(),
+            "generator": None if self._generator is None else self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self._task_weights.load_state_dict(state["task_weights"], device=self.shared_params[0].device)
+        if self._generator is not None and state.get("generator") is not None:
+            self._generator.set_state(state["generator"])
 
     def backward(self, task_losses: Sequence[Tensor], *, extra: Tensor | None = None) -> StepStats:
         """Accumulate this step's gradients into ``.grad`` (see the class docstring).

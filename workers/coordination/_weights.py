@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ class DynamicTaskWeights:
     sum to 1, so with uniform λ the weighted loss is the mean of the task losses.
 
     Memory: the previous gradient of every task is kept (``n_tasks ×`` the shared
-    gradient's size), on the gradients' own device.
+    gradient's size), on the gradients' own device; with ``α = 0`` nothing is kept.
 
     Not thread-safe; one instance belongs to one training loop.
     """
@@ -67,6 +68,10 @@ class DynamicTaskWeights:
         """Take this step's flat task gradients; return the new λ (see :attr:`weights`)."""
         if len(grads) != self.n_tasks:
             raise ValueError(f"expected {self.n_tasks} task gradients, got {len(grads)}")
+        if self.alpha == 0:
+            # λ is uniform whatever the rates: keeping n_tasks gradients (on the device, and
+            # in every checkpoint) would buy nothing. The measuring-only coordinator is this.
+            return self.weights
         current = [g.detach().clone() for g in grads]
         previous, self._previous = self._previous, current
         if previous is None:
@@ -83,6 +88,28 @@ class DynamicTaskWeights:
         self._seen = self._seen | measured
         self._weights = torch.softmax(self.alpha * self._rates, dim=0).to(torch.float32)
         return self.weights
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`update` depends on, on the CPU, for a checkpoint: without it a
+        resumed trial would restart from uniform λ and no longer match an uninterrupted one."""
+        return {
+            "previous": None if self._previous is None else [g.cpu() for g in self._previous],
+            "rates": None if self._rates is None else self._rates.clone(),
+            "seen": self._seen.clone(),
+            "weights": self._weights.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, device: torch.device | str | None = None) -> None:
+        """Restore :meth:`state_dict`'s output; the kept gradients go to ``device`` (default CPU)."""
+        previous = state["previous"]
+        if previous is not None and len(previous) != self.n_tasks:
+            raise ValueError(f"saved task weights are for {len(previous)} tasks, not {self.n_tasks}")
+        if state["weights"].shape != (self.n_tasks,):
+            raise ValueError(f"saved task weights have shape {tuple(state['weights'].shape)}, not ({self.n_tasks},)")
+        self._previous = None if previous is None else [g.to(device or "cpu") for g in previous]
+        self._rates = None if state["rates"] is None else state["rates"].clone()
+        self._seen = state["seen"].clone()
+        self._weights = state["weights"].clone()
 
     def reset(self) -> None:
         """Forget the history (e.g. after the shared parameters were replaced): λ uniform again."""

@@ -70,3 +70,29 @@ def test_bad_settings_are_refused() -> None:
         DynamicTaskWeights(2, alpha=1.0, smoothing=1.0)
     with pytest.raises(ValueError, match="expected 2"):
         DynamicTaskWeights(2, alpha=1.0).update([t(1, 0)])
+
+
+def test_a_restored_state_continues_exactly() -> None:
+    """Two updates in, saved and loaded into a fresh instance: the next λ is the same as
+    the original's (rates 1.0 vs 0.0 after the first measured step: λ ∝ (e, 1))."""
+    steps = [[torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])],
+             [torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])],
+             [torch.tensor([2.0, 1.0]), torch.tensor([0.0, 3.0])]]
+    original = DynamicTaskWeights(2, alpha=1.0, smoothing=0.5)
+    for grads in steps[:2]:
+        original.update(grads)
+    assert original.weights.tolist() == pytest.approx([math.e / (math.e + 1), 1 / (math.e + 1)])
+    restored = DynamicTaskWeights(2, alpha=1.0, smoothing=0.5)
+    restored.load_state_dict(original.state_dict())
+    assert restored.update(steps[2]).tolist() == original.update(steps[2]).tolist()
+    with pytest.raises(ValueError, match="2 tasks, not 3"):
+        DynamicTaskWeights(3, alpha=1.0).load_state_dict(original.state_dict())
+
+
+def test_uniform_weights_keep_no_gradient_history() -> None:
+    """α = 0 (the measuring-only coordinator every method has): λ stays uniform and no task
+    gradient is kept, so neither device memory nor checkpoints carry n_tasks gradients."""
+    weights = DynamicTaskWeights(2, alpha=0.0)
+    for scale in (1.0, 5.0):
+        assert weights.update([torch.tensor([scale, 0.0]), torch.tensor([0.0, 1.0])]).tolist() == [0.5, 0.5]
+    assert weights.state_dict()["previous"] is None and weights.rates is None
