@@ -115,7 +115,7 @@ def test_entropy_and_weights_follow_alpha() -> None:
 
 
 def test_relaxed_and_discrete_transforms_by_hand() -> None:
-    prefix = _small(cells=1, candidates=[Candidate("relu", 0.1, False), Candidate("tanh", 0.3, False)]).eval()
+    prefix = _small(cells=1, candidates=[Candidate("relu", 0.1, False), Candidate("tanh", 0.3, False)], output_scale=1.0).eval()
     _set_alpha(prefix, 0, [0.0, math.log(3.0)])
     cell = prefix.mixed_cells[0]
     with torch.no_grad():
@@ -231,6 +231,40 @@ def test_invalid_geometry_is_refused() -> None:
         _small(width=0)
     with pytest.raises(ValueError, match="length"):
         _small(length=0)
+    for bad in (0.0, -1.0, math.inf):
+        with pytest.raises(ValueError, match="output_scale"):
+            _small(output_scale=bad)
+
+
+def test_the_cells_output_is_scaled_before_the_output_layer() -> None:
+    """Same RNG draws, scale 1 vs 0.1: the transform is exactly a tenth (relaxed and
+    discrete), the keys/values are ``W(0.1·x) + b``, and the rebuilt twin keeps the scale."""
+    full, gentle = _small(output_scale=1.0).eval(), _small(output_scale=0.1).eval()
+    with torch.no_grad():
+        assert torch.allclose(gentle.transform(gentle.vectors), 0.1 * full.transform(full.vectors), atol=1e-7)
+        with full.discretized(), gentle.discretized():
+            assert torch.allclose(gentle.transform(gentle.vectors), 0.1 * full.transform(full.vectors), atol=1e-7)
+        x = full.transform(full.vectors)
+        expected = torch.nn.functional.linear(0.1 * x, full.output.proj.weight, full.output.proj.bias)
+        assert torch.allclose(gentle.output.proj(gentle.transform(gentle.vectors)), expected, atol=1e-6)
+    assert SearchedPrefix.from_config(gentle.to_config()).output_scale == 0.1
+
+
+def test_at_minilm_geometry_the_prefix_starts_at_a_plain_prefix_scale() -> None:
+    """MiniLM (hidden 384, 12 heads of 32, 6 layers), 14 prefix vectors, 6 cells: the
+    generated keys/values start below 0.1 std (unscaled they were ~0.5, against real keys
+    of ~1.2 and a plain prefix's ~0.035), so the frozen model is barely disturbed at step 0."""
+    from workers.prefix import PlainPrefix
+
+    slots = [AttentionSlot(kv_heads=12, head_dim=32)] * 6
+    torch.manual_seed(0)
+    searched = SearchedPrefix(length=14, hidden_size=384, slots=slots).eval()
+    plain = PlainPrefix(length=14, hidden_size=384, slots=slots, bottleneck=384).eval()
+    with torch.no_grad():
+        searched_std = max(float(t.std()) for kv in searched() for t in kv)
+        plain_std = max(float(t.std()) for kv in plain() for t in kv)
+    assert searched_std < 0.1
+    assert searched_std < 3 * plain_std
 
 
 def test_registered_and_rebuilt_from_its_spec_after_discretize() -> None:
