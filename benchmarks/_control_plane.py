@@ -1,64 +1,54 @@
 """Helpers for the control-plane benchmarks (``overhead.py``, ``api_load.py``); not a benchmark itself.
 
 - :func:`setup_info` / :func:`setup_markdown`: the machine and versions every result records;
-- :func:`write_results`: ``<name>.json`` + ``<name>.md`` (+ the PNG the caller saved) into ``--out``;
+  :func:`report_tail`: the Notes/Setup/Reproduce lines that end every report;
 - :func:`tiny_workload`: the tiny BERT and two tiny tasks the integration tests use;
 - :func:`study_spec`: a study over them (a plain dict, validated by the server or ``parse_spec``);
 - :func:`fresh_database`: an SQLite file or a PostgreSQL database ``searchsvc_bench_*``, dropped after;
-- :func:`percentile`, :func:`mean_std`: summary statistics; :func:`pyplot`: matplotlib on Agg.
+- :func:`served`: ``searchsvc serve`` on a database, with a token and an SDK client, stopped after.
+
+Writing the files, statistics and plots come from ``_common`` (re-exported here for the scripts).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
-import statistics
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# ``x as x``: re-exported, so the control-plane scripts import all they use from this module.
+from _common import RESULTS as RESULTS
+from _common import ROOT as ROOT
+from _common import add_output_options as add_output_options
+from _common import cpu_model, package_versions
+from _common import mean_std as mean_std
+from _common import percentile as percentile
+from _common import publish as publish
+from _common import pyplot as pyplot
+from _common import replot as replot
+from _common import save_figure as save_figure
+from _common import write_results as write_results
 
-RESULTS = ROOT / "benchmarks" / "results"
 POSTGRES_ADMIN = os.environ.get("SEARCHSVC_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 PACKAGES = ("ray", "optuna", "fastapi", "uvicorn", "sqlalchemy", "psycopg", "httpx", "torch", "transformers")
+TERMINAL = {"completed", "failed", "stopped"}  # a study in one of these states has ended
 
 
 # ---- setup and output ------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def setup_info(**settings: Any) -> dict[str, Any]:
     """Machine, CPUs, Python and library versions, the start time, and the run's ``settings``."""
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "absent"
     return {
-        "machine": f"{platform.system()} {platform.machine()}, {_cpu_model()}",
+        "machine": f"{platform.system()} {platform.machine()}, {cpu_model()}",
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "versions": versions,
+        "versions": package_versions(PACKAGES),
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "settings": settings,
     }
@@ -75,45 +65,13 @@ def setup_markdown(setup: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_results(out: str | Path, name: str, results: dict[str, Any], markdown: str) -> Path:
-    """Write ``<out>/<name>.json`` and ``<out>/<name>.md``; returns the folder."""
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (folder / f"{name}.md").write_text(markdown)
-    return folder
-
-
-def pyplot():  # type: ignore[no-untyped-def]
-    """matplotlib's pyplot on the Agg backend (files only, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-# ---- statistics ------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100, linear interpolation); NaN for no values."""
-    data = sorted(float(v) for v in values)
-    if not data:
-        return math.nan
-    position = (len(data) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(data) - 1)
-    return data[low] + (data[high] - data[low]) * (position - low)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value, NaN for none)."""
-    data = [float(v) for v in values]
-    if not data:
-        return math.nan, math.nan
-    return statistics.fmean(data), (statistics.stdev(data) if len(data) > 1 else 0.0)
+def report_tail(results: dict[str, Any], script: str, *, setup_lines: Sequence[str] = ()) -> list[str]:
+    """The last lines of a control-plane report: the run's notes (if any), its setup (plus the caller's
+    ``setup_lines``) and the command that reproduces it, so every report ends alike."""
+    setup = results["setup"]
+    notes = ["", "## Notes", "", *[f"- {note}" for note in results["notes"]]] if results.get("notes") else []
+    return [*notes, "", "## Setup", "", *setup_markdown(setup), *setup_lines, "",
+            f"Reproduce: `python benchmarks/{script}" + (" --smoke" if setup["settings"]["smoke"] else "") + "`.", ""]
 
 
 # ---- workload --------------------------------------------------------------------------
@@ -200,3 +158,33 @@ def issue_token(database_url: str, user: str = "bench") -> str:
     finally:
         store.close()
     return str(token)
+
+
+class Served(NamedTuple):
+    """A running ``searchsvc serve``, an SDK client signed in to it, the client's API token (for other
+    clients of the same server), and how long the server took to start."""
+
+    server: Any  # searchsvc.local_server.LocalServer
+    client: Any  # searchsvc.client.Client
+    token: str
+    startup_s: float
+
+
+@contextmanager
+def served(database_url: str, data_dir: Path, *, ray_cpus: int) -> Iterator[Served]:
+    """``searchsvc serve`` on ``database_url`` with its own local Ray of ``ray_cpus`` CPUs and a token for
+    ``bench``; yields it with a client. Only ``server.start()`` is timed. The client is closed, then the
+    server stopped, however the block ends (the server object stays readable, e.g. its log tail)."""
+    from searchsvc.client import Client
+    from searchsvc.local_server import LocalServer, free_port
+
+    token = issue_token(database_url)
+    server = LocalServer(database_url=database_url, data_dir=data_dir, ray_num_cpus=ray_cpus, dashboard_port=free_port())
+    started = time.perf_counter()
+    server.start()
+    startup_s = time.perf_counter() - started
+    try:
+        with Client(server.url, token) as client:
+            yield Served(server, client, token, startup_s)
+    finally:
+        server.stop()

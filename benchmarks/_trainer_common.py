@@ -1,36 +1,45 @@
-"""Helpers shared by the trainer, search-efficiency and quality benchmarks (not a benchmark itself).
+"""Helpers shared by the trainer, search-efficiency, quality and MiniLM-methods benchmarks (not a benchmark itself).
 
 - :func:`setup_info`: the machine and library versions every result file records;
-- :func:`write_results`: ``<name>.json`` + ``<name>.md`` into the output folder;
+- :func:`write_results`: ``<name>.json`` + ``<name>.md`` into the output folder; :func:`publish`: those
+  and the PNG at the end of a run, with the printed summary; :func:`save_figure`: a plot saved and closed;
+- :func:`apply_defaults`: the ``--smoke`` or full budget for every option not given;
 - :func:`task_specs` / :func:`study_spec`: specs over the shared GLUE/SuperGLUE folders;
+- :func:`train_once`: one real :func:`workers.run_trial` in a throw-away work folder;
 - :class:`FixedBatchTrainer`: one trial's model and optimizer built as :func:`workers.run_trial`
   builds them, stepping on one fixed batch (for step time and memory);
 - :func:`run_search`: a searcher from :func:`make_searcher` driven sequentially with
   ``suggest`` / ``on_trial_complete`` (no Ray cluster, no API), one objective call per trial.
+
+What is not particular to training (CPU model, package versions, writing the files, statistics,
+matplotlib) comes from ``_common``, so that it exists once for all the benchmarks.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import math
 import os
 import platform
-import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from importlib import metadata
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# ``x as x``: re-exported for the trainer benchmarks, which import all they use from this module.
+from _common import RESULTS as RESULTS
+from _common import ROOT, cpu_model, package_versions
+from _common import mean_std as mean_std
+from _common import publish as publish
+from _common import pyplot as pyplot
+from _common import save_figure as save_figure
+from _common import write_json as write_json
+from _common import write_results as write_results
 
 DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 MODEL_CACHE = Path(tempfile.gettempdir()) / "searchsvc-bench-models"
+PACKAGES = ("torch", "transformers", "peft", "ray", "optuna", "numpy")
 
 
 # ---- setup and output ------------------------------------------------------------------
@@ -40,27 +49,13 @@ def setup_info() -> dict[str, Any]:
     """Machine, CPU count, torch threads and the versions of the libraries that matter."""
     import torch
 
-    versions = {}
-    for package in ("torch", "transformers", "peft", "ray", "optuna", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "absent"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "machine": f"{platform.system()} {platform.machine()}, {cpu}",
+        "machine": f"{platform.system()} {platform.machine()}, {cpu_model()}",
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": "cpu (no GPU on this machine)" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
         "python": platform.python_version(),
-        "versions": versions,
+        "versions": package_versions(PACKAGES),
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
 
@@ -74,24 +69,16 @@ def setup_markdown(setup: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_results(out: str | Path, name: str, results: dict[str, Any], markdown: str) -> Path:
-    """Write ``<out>/<name>.json`` and ``<out>/<name>.md``; returns the folder."""
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
-    (folder / f"{name}.md").write_text(markdown)
-    return folder
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = [float(v) for v in values]
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def apply_defaults(args: argparse.Namespace, defaults: Mapping[str, Any]) -> None:
+    """Fill every option left unset (None) from ``defaults`` (the script's ``SMOKE`` or ``FULL`` budget), so an
+    option given on the command line wins over either budget."""
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
 
 
 def minilm() -> Path:
+    """The pretrained all-MiniLM-L6-v2, fetched once into a cache shared by every benchmark run."""
     from searchsvc.demo import minilm_path
 
     return minilm_path(MODEL_CACHE)
@@ -101,6 +88,7 @@ def minilm() -> Path:
 
 
 def task_specs(names: Sequence[str], data: str | Path = DATA) -> list[dict[str, str]]:
+    """Task entries of a spec for folders under ``data``, by absolute path (the trial may run elsewhere)."""
     root = Path(data).resolve()
     return [{"name": name, "path": str(root / name)} for name in names]
 
@@ -124,6 +112,18 @@ def study_spec(
     if coordination is not None:
         raw["coordination"] = coordination
     return parse_spec(raw)
+
+
+def train_once(
+    spec: Any, config: Mapping[str, Any], *, report: Callable[[dict[str, Any], str | None], None] | None = None
+) -> dict[str, Any]:
+    """One real trial (:func:`workers.run_trial`) of ``config`` in a work folder deleted afterwards, as a study's
+    trial runs; ``report(metrics, checkpoint_dir)`` sees each epoch (ignored by default). Returns the best epoch's
+    metrics. The config is copied, so the trial cannot change the caller's."""
+    from workers import run_trial
+
+    with tempfile.TemporaryDirectory() as work:
+        return run_trial(dict(config), spec=spec, report=report or (lambda _m, _c: None), workdir=work)
 
 
 # ---- one trial's training step on a fixed batch ------------------------------------------

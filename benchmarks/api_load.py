@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -35,17 +34,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
 from _control_plane import (  # noqa: E402
-    RESULTS,
+    TERMINAL,
+    add_output_options,
     fresh_database,
-    issue_token,
     percentile,
     postgres_version,
+    publish,
     pyplot,
+    replot,
+    report_tail,
+    save_figure,
+    served,
     setup_info,
-    setup_markdown,
     study_spec,
     tiny_workload,
-    write_results,
 )
 from tqdm import tqdm  # noqa: E402
 
@@ -143,61 +145,49 @@ def _wait(condition, *, timeout_s: float, what: str, poll_s: float = 0.5):  # ty
 
 
 def run_backend(backend: str, args: argparse.Namespace, root: Path, workload: tuple[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    from searchsvc.client import Client
-    from searchsvc.local_server import LocalServer, free_port
-
     model, tasks = workload
-    with fresh_database(backend, root / backend) as url:
-        token = issue_token(url)
-        server = LocalServer(database_url=url, data_dir=root / backend / "data-dir", ray_num_cpus=1, dashboard_port=free_port())
-        started = time.perf_counter()
-        server.start()
-        startup_s = time.perf_counter() - started
+    with fresh_database(backend, root / backend) as url, served(url, root / backend / "data-dir", ray_cpus=1) as run:
+        server, client, token, startup_s = run
+        spec = study_spec(name=f"api-load-{backend}", model=model, tasks=tasks, num_trials=2, max_concurrent=1,
+                          max_epochs=1000)
+        study = client.create_study(spec)
+
+        def reporting_trial() -> int | None:
+            for trial in study.trials():
+                if not args.smoke and not study.reports(trial["id"]):
+                    continue
+                return int(trial["id"])
+            if study.refresh().state in TERMINAL:
+                raise RuntimeError(f"the study ended {study.state} before the load: {study.data.get('error')}")
+            return None
+
+        trial_id = _wait(reporting_trial, timeout_s=180, what="a trial of the running study")
+        paths = {"study": f"/v1/studies/{study.id}", "trials": f"/v1/studies/{study.id}/trials",
+                 "reports": f"/v1/studies/{study.id}/trials/{trial_id}/reports"}
+        levels = []
+        with tqdm(args.levels, desc=f"{backend} load", unit="level") as bar:
+            for clients in bar:
+                assert server.process is not None
+                cpu_before = (_cpu_seconds(server.process.pid), time.process_time(), time.perf_counter())
+                level = asyncio.run(_load(server.url, token, paths, clients=clients, duration_s=args.duration,
+                                          warmup_s=args.warmup, max_requests=args.max_requests, bar=bar))
+                elapsed = time.perf_counter() - cpu_before[2]
+                # CPU use over the whole level (warm-up included), in cores: 1.0 = one core busy.
+                level["server_cpu_cores"] = (_cpu_seconds(server.process.pid) - cpu_before[0]) / elapsed
+                level["client_cpu_cores"] = (time.process_time() - cpu_before[1]) / elapsed
+                level["loadavg_after"] = os.getloadavg()[0]  # other work on the machine shows up here
+                levels.append(level)
+                tqdm.write(f"{backend}, {clients} clients: {level['throughput_rps']:.0f} req/s, "
+                           f"p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms, {level['errors']} errors")
+        study.refresh()
+        state_during = study.state
+        reports_at_end = len(study.reports(trial_id))
+        trials_at_end = len(study.trials())
+        study.stop()
         try:
-            with Client(server.url, token) as client:
-                spec = study_spec(name=f"api-load-{backend}", model=model, tasks=tasks, num_trials=2, max_concurrent=1,
-                                  max_epochs=1000)
-                study = client.create_study(spec)
-
-                def reporting_trial() -> int | None:
-                    for trial in study.trials():
-                        if not args.smoke and not study.reports(trial["id"]):
-                            continue
-                        return int(trial["id"])
-                    if study.refresh().state in ("completed", "failed", "stopped"):
-                        raise RuntimeError(f"the study ended {study.state} before the load: {study.data.get('error')}")
-                    return None
-
-                trial_id = _wait(reporting_trial, timeout_s=180, what="a trial of the running study")
-                paths = {"study": f"/v1/studies/{study.id}", "trials": f"/v1/studies/{study.id}/trials",
-                         "reports": f"/v1/studies/{study.id}/trials/{trial_id}/reports"}
-                levels = []
-                with tqdm(args.levels, desc=f"{backend} load", unit="level") as bar:
-                    for clients in bar:
-                        assert server.process is not None
-                        cpu_before = (_cpu_seconds(server.process.pid), time.process_time(), time.perf_counter())
-                        level = asyncio.run(_load(server.url, token, paths, clients=clients, duration_s=args.duration,
-                                                  warmup_s=args.warmup, max_requests=args.max_requests, bar=bar))
-                        elapsed = time.perf_counter() - cpu_before[2]
-                        # CPU use over the whole level (warm-up included), in cores: 1.0 = one core busy.
-                        level["server_cpu_cores"] = (_cpu_seconds(server.process.pid) - cpu_before[0]) / elapsed
-                        level["client_cpu_cores"] = (time.process_time() - cpu_before[1]) / elapsed
-                        level["loadavg_after"] = os.getloadavg()[0]  # other work on the machine shows up here
-                        levels.append(level)
-                        tqdm.write(f"{backend}, {clients} clients: {level['throughput_rps']:.0f} req/s, "
-                                   f"p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms, {level['errors']} errors")
-                study.refresh()
-                state_during = study.state
-                reports_at_end = len(study.reports(trial_id))
-                trials_at_end = len(study.trials())
-                study.stop()
-                try:
-                    _wait(lambda: study.refresh().state in ("completed", "failed", "stopped"), timeout_s=60,
-                          what="the study to stop")
-                except TimeoutError:
-                    pass  # stopping the server interrupts it anyway; the database is dropped after
-        finally:
-            server.stop()
+            _wait(lambda: study.refresh().state in TERMINAL, timeout_s=60, what="the study to stop")
+        except TimeoutError:
+            pass  # stopping the server interrupts it anyway; the database is dropped after
     return {"backend": backend, "server_startup_s": startup_s, "study_state_during_load": state_during,
             "reports_of_read_trial_at_end": reports_at_end, "trials_at_end": trials_at_end, "levels": levels}
 
@@ -239,10 +229,9 @@ def summarize(results: dict[str, Any]) -> str:
     lines += ["", "Context: " + "; ".join(
         f"{b['backend']}: server start {b['server_startup_s']:.1f} s, study {b['study_state_during_load']} during the load, "
         f"{b['trials_at_end']} trial(s), the read trial had {b['reports_of_read_trial_at_end']} report(s) at the end"
-        for b in results["backends"]) + ".", *(["", "## Notes", "", *[f"- {n}" for n in results["notes"]]] if results.get("notes") else []),
-        "", "## Setup", "", *setup_markdown(setup),
-        f"- PostgreSQL server {results['postgres_version']} at 127.0.0.1:5432; SQLite via Python's sqlite3",
-        "", "Reproduce: `python benchmarks/api_load.py" + (" --smoke" if settings["smoke"] else "") + "`.", ""]
+        for b in results["backends"]) + ".",
+        *report_tail(results, "api_load.py", setup_lines=[
+            f"- PostgreSQL server {results['postgres_version']} at 127.0.0.1:5432; SQLite via Python's sqlite3"])]
     return "\n".join(lines)
 
 
@@ -274,9 +263,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.set_title("latency per request")
     fig.suptitle(f"searchsvc API under load ({results['setup']['settings']['duration_s']:g} s per level, study training meanwhile)",
                  fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,14 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=None, help="unmeasured seconds before each level (default 2; 0.5)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--max-requests", type=int, default=500_000, help="cap on requests per level")
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("--replot", action="store_true", help="only rewrite the .md and .png from the .json in --out")
+    add_output_options(parser)
     args = parser.parse_args(argv)
     if args.replot:
-        results = json.loads((Path(args.out) / f"{NAME}.json").read_text())
-        write_results(args.out, NAME, results, summarize(results))
-        plot(results, Path(args.out) / f"{NAME}.png")
-        return 0
+        return replot(args.out, NAME, summarize, plot)
     args.levels = [int(c) for c in (args.levels or ("10,50" if args.smoke else "10,50,200")).split(",")]
     args.duration = args.duration or (3.0 if args.smoke else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.smoke else 2.0)
@@ -308,12 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [run_backend(backend, args, root, workload) for backend in backends]
     results = {"setup": setup, "postgres_version": postgres_version() if "postgresql" in backends else None,
                "backends": runs, "total_seconds": time.perf_counter() - started}
-    markdown = summarize(results)
-    out = write_results(args.out, NAME, results, markdown)
-    plot(results, out / f"{NAME}.png")
-    print(markdown)
-    print(f"written: {out / NAME}.json, .md, .png")
-    return 0
+    return publish(args.out, NAME, results, summarize, plot)
 
 
 if __name__ == "__main__":

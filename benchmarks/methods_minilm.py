@@ -17,52 +17,39 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from _trainer_common import DATA, RESULTS, minilm, study_spec, task_specs, train_once, write_json
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from searchsvc.demo import minilm_path  # noqa: E402
-from searchsvc.spec import parse_spec  # noqa: E402
-from workers import run_trial  # noqa: E402
-
-RUNS = [
-    ("lora", "lora", {}),
-    ("lora+prefix", "lora+prefix", {}),
-    ("peml", "peml", {}),
-    ("peml+coordination", "peml", {"coordination": {"enabled": True, "every_k": 1}}),
+RUNS = [  # label, method, coordination
+    ("lora", "lora", None),
+    ("lora+prefix", "lora+prefix", None),
+    ("peml", "peml", None),
+    ("peml+coordination", "peml", {"enabled": True, "every_k": 1}),
 ]
 CONFIG = {"lr": 5e-3, "lora_rank": 8, "prefix_length": 10, "nas_cells": 6, "entropy_lambda": 1e-3, "arch_lr": 3e-3,
           "grad_alpha": 1.0, "warmup_ratio": 0.06}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    data = Path(args.data).resolve()
-    model = minilm_path(Path(tempfile.gettempdir()) / "searchsvc-bench-models")
-    tasks = [{"name": t, "path": str(data / t)} for t in args.tasks.split(",")]
+    model = minilm()
+    tasks = task_specs(args.tasks.split(","), args.data)
     results: dict[str, Any] = {
         "setup": {"model": "all-MiniLM-L6-v2", "tasks": [t["name"] for t in tasks], "train_per_task": args.train,
                   "dev_per_task": args.dev, "epochs": args.epochs, "config": CONFIG, "seed": 0,
                   "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__},
         "runs": {},
     }
-    for label, method, extra in tqdm(RUNS, desc="methods", unit="run"):
-        spec = parse_spec({
-            "name": f"bench-{label}", "model": str(model), "tasks": tasks, "method": method,
-            "train": {"max_epochs": args.epochs, "patience": args.epochs, "batch_size": 16, "max_seq_len": 128, "seed": 0,
-                      "max_train_examples": args.train, "max_dev_examples": args.dev},
-            **extra,
-        })
+    for label, method, coordination in tqdm(RUNS, desc="methods", unit="run"):
+        spec = study_spec(name=f"bench-{label}", model=model, tasks=tasks, method=method, coordination=coordination,
+                          train={"max_epochs": args.epochs, "patience": args.epochs, "batch_size": 16, "max_seq_len": 128,
+                                 "seed": 0, "max_train_examples": args.train, "max_dev_examples": args.dev})
         epochs: list[dict[str, Any]] = []
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as work:
-            best = run_trial(dict(CONFIG), spec=spec, report=lambda m, _c: epochs.append(m), workdir=work)
+        best = train_once(spec, CONFIG, report=lambda m, _c: epochs.append(m))
         results["runs"][label] = {"best": best, "epochs": epochs, "wall_seconds": time.perf_counter() - started}
         tqdm.write(f"{label}: avg_dev_score {best['avg_dev_score']:.4f} (epoch {best['epoch']}), "
                    f"{best['seconds_per_step']:.3f} s/step")
@@ -99,17 +86,15 @@ def summarize(results: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--tasks", default="sst2,rte,mrpc")
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--dev", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     results = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "methods_minilm.json").write_text(json.dumps(results, indent=2, default=str))
+    out = write_json(args.out, "methods_minilm", results)  # before the table: a failing summary loses no run
     table = summarize(results)
     (out / "methods_minilm.md").write_text(table)
     print(table)

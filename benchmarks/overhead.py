@@ -43,22 +43,24 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _control_plane import (  # noqa: E402
-    RESULTS,
     ROOT,
-    issue_token,
+    TERMINAL,
+    add_output_options,
     mean_std,
     percentile,
+    publish,
     pyplot,
+    replot,
+    report_tail,
+    save_figure,
+    served,
     setup_info,
-    setup_markdown,
     study_spec,
     tiny_workload,
-    write_results,
 )
 from tqdm import tqdm  # noqa: E402
 
 NAME = "overhead"
-TERMINAL = {"completed", "failed", "stopped"}
 
 
 # ---- the bare Ray Tune script (runs in its own process: --bare-run) ----------------------------
@@ -149,33 +151,21 @@ def run_bare(spec: dict[str, Any], work: Path, *, cpus: int, bar: tqdm) -> dict[
 
 
 def run_searchsvc(spec: dict[str, Any], work: Path, *, cpus: int, bar: tqdm) -> dict[str, Any]:
-    from searchsvc.client import Client
-    from searchsvc.local_server import LocalServer, free_port
-
     work.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{work / 'searchsvc.db'}"
-    token = issue_token(url)
-    started = time.perf_counter()
-    server = LocalServer(database_url=url, data_dir=work / "data-dir", ray_num_cpus=cpus, dashboard_port=free_port())
-    server.start()
-    startup_s = time.perf_counter() - started
-    try:
-        with Client(server.url, token) as client:
-            started = time.perf_counter()
-            study = client.create_study(spec)
-            while study.state not in TERMINAL:
-                time.sleep(0.2)
-                study.refresh()
-                progress = study.progress
-                bar.set_postfix_str(f"searchsvc: {progress.get('completed', 0)}/{progress.get('total')} trials, "
-                                    f"{time.perf_counter() - started:.0f} s")
-            wall_s = time.perf_counter() - started
-            trials = study.trials()
-    finally:
-        server.stop()
+    with served(f"sqlite:///{work / 'searchsvc.db'}", work / "data-dir", ray_cpus=cpus) as run:
+        started = time.perf_counter()
+        study = run.client.create_study(spec)
+        while study.state not in TERMINAL:
+            time.sleep(0.2)
+            study.refresh()
+            progress = study.progress
+            bar.set_postfix_str(f"searchsvc: {progress.get('completed', 0)}/{progress.get('total')} trials, "
+                                f"{time.perf_counter() - started:.0f} s")
+        wall_s = time.perf_counter() - started
+        trials = study.trials()
     if study.state != "completed":
-        raise RuntimeError(f"the searchsvc study ended {study.state}: {study.data.get('error')}\n{server.log_tail()}")
-    return {"system": "searchsvc", "wall_s": wall_s, "startup_s": startup_s,
+        raise RuntimeError(f"the searchsvc study ended {study.state}: {study.data.get('error')}\n{run.server.log_tail()}")
+    return {"system": "searchsvc", "wall_s": wall_s, "startup_s": run.startup_s,
             "completed": sum(t["state"] == "completed" for t in trials), "failed": sum(t["state"] == "failed" for t in trials)}
 
 
@@ -319,10 +309,7 @@ def summarize(results: dict[str, Any]) -> str:
     for storage, points in tpe.items():
         for point, row in points.items():
             lines.append(f"| {storage} | {point} | {row['median_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.1f} |")
-    if results.get("notes"):
-        lines += ["", "## Notes", "", *[f"- {note}" for note in results["notes"]]]
-    lines += ["", "## Setup", "", *setup_markdown(setup), "",
-              "Reproduce: `python benchmarks/overhead.py" + (" --smoke" if setup["settings"]["smoke"] else "") + "`.", ""]
+    lines += report_tail(results, "overhead.py")
     return "\n".join(lines)
 
 
@@ -376,9 +363,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.grid(True, which="both", alpha=0.3)
     right.legend(fontsize=8)
     fig.suptitle("searchsvc control-plane overhead", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,16 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suggestions", type=int, default=None, help="timed suggest() calls per point (default 20; 5)")
     parser.add_argument("--points", default=None, help="finished-trial counts, comma-separated (default 10,100,500; 10,100)")
     parser.add_argument("--storages", default=None, help="TPE history storages (default memory,sqlite; memory with --smoke)")
-    parser.add_argument("--out", default=str(RESULTS))
+    add_output_options(parser)
     parser.add_argument("--bare-run", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)
-    parser.add_argument("--replot", action="store_true", help="only rewrite the .md and .png from the .json in --out")
     args = parser.parse_args(argv)
     if args.replot:
-        results = json.loads((Path(args.out) / f"{NAME}.json").read_text())
-        write_results(args.out, NAME, results, summarize(results))
-        plot(results, Path(args.out) / f"{NAME}.png")
-        return 0
+        return replot(args.out, NAME, summarize, plot)
     if args.bare_run:
         return bare_run(Path(args.bare_run[0]), Path(args.bare_run[1]), Path(args.storage), args.cpus)
     args.trials = args.trials or (2 if args.smoke else 50)
@@ -418,12 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"after {p}: median {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms" for p, r in rows.items()))
         overhead = run_overhead(args, root)
     results = {"setup": setup, "overhead": overhead, "tpe_suggest": tpe, "total_seconds": time.perf_counter() - started}
-    markdown = summarize(results)
-    out = write_results(args.out, NAME, results, markdown)
-    plot(results, out / f"{NAME}.png")
-    print(markdown)
-    print(f"written: {out / NAME}.json, .md, .png")
-    return 0
+    return publish(args.out, NAME, results, summarize, plot)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,13 +35,18 @@ from typing import Any
 from _trainer_common import (
     DATA,
     RESULTS,
+    apply_defaults,
     mean_std,
     minilm,
+    publish,
+    pyplot,
     run_search,
+    save_figure,
     setup_info,
     setup_markdown,
     study_spec,
     task_specs,
+    train_once,
     write_results,
 )
 
@@ -78,13 +82,6 @@ def space_of(method: str) -> dict[str, Any]:
 def train_settings(args: argparse.Namespace, *, seed: int, dev: int | None) -> dict[str, Any]:
     return {"max_epochs": args.epochs, "patience": args.epochs, "batch_size": 16, "max_seq_len": args.max_seq_len,
             "seed": seed, "max_train_examples": args.train, "max_dev_examples": dev}
-
-
-def train_once(spec: Any, config: dict[str, Any]) -> dict[str, Any]:
-    from workers import run_trial
-
-    with tempfile.TemporaryDirectory() as work:
-        return run_trial(dict(config), spec=spec, report=lambda _m, _c: None, workdir=work)
 
 
 def one_method(label: str, args: argparse.Namespace, model: Path, tasks: list[dict[str, str]], bar: Any) -> dict[str, Any]:
@@ -152,6 +149,10 @@ def summarize(results: dict[str, Any]) -> str:
         config = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["best_config"].items())
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {r['average']['mean']:.4f} ± {r['average']['std']:.4f} | "
                      f"{config} | {r['wall_seconds']:.0f} |")
+    if results.get("runs"):
+        lines += ["", "Rows from more than one run (same budget; a method rerun after a change to it alone):"]
+    for run in results.get("runs", []):
+        lines.append(f"- {', '.join(run['methods'])}: run started {run['setup']['started_utc']} UTC (`{run['command']}`)")
     missing = [m for m in s["methods"] if m not in results["methods"]]
     if missing:
         lines += ["", f"Not finished: {', '.join(missing)}."]
@@ -159,11 +160,7 @@ def summarize(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     tasks = results["settings"]["tasks"] + ["average"]
     labels = list(results["methods"])
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) * len(labels) / 3), 4))
@@ -177,9 +174,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("dev score (mean ± std over seeds)")
     ax.set_title("Quality per task, MiniLM, low-data multi-task")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> int:
@@ -198,10 +193,11 @@ def main() -> int:
     parser.add_argument("--max-seq-len", type=int)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--keep-others", action="store_true",
+                        help="keep the methods already in --out's quality.json that this run does not redo (same "
+                             "budget required): rerun one method after a change to it alone")
     args = parser.parse_args()
-    for key, value in (SMOKE if args.smoke else FULL).items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+    apply_defaults(args, SMOKE if args.smoke else FULL)
     labels = [m for m in args.methods.split(",") if m]
     unknown = [m for m in labels if m not in METHODS]
     if unknown:
@@ -220,6 +216,8 @@ def main() -> int:
                      "command": " ".join(["python", "benchmarks/quality.py", *sys.argv[1:]])},
         "methods": {},
     }
+    if args.keep_others:
+        keep_other_methods(results, out / f"{NAME}.json", redo=labels, parser=parser)
     runs = len(labels) * (args.trials + args.seeds)
     print(f"plan: {len(labels)} methods x ({args.trials} TPE trials + {args.seeds} retrains) = {runs} trainings of "
           f"{args.epochs} epoch(s) on {', '.join(names)} ({args.train} train rows per task), MiniLM, {args.max_seq_len} tokens")
@@ -231,12 +229,36 @@ def main() -> int:
         results["wall_seconds"] = time.perf_counter() - started
         write_results(out, NAME, results, summarize(results))  # after every method: a stopped run keeps its results
     bar.close()
-    table = summarize(results)
-    write_results(out, NAME, results, table)
-    plot(results, out / f"{NAME}.png")
-    print(table)
-    print(f"wrote {out / NAME}.json, .md, .png in {results['wall_seconds']:.0f} s")
-    return 0
+    results["methods"] = {m: results["methods"][m] for m in METHODS if m in results["methods"]}  # the table's order
+    results["wall_seconds"] = time.perf_counter() - started
+    return publish(out, NAME, results, summarize, plot)
+
+
+BUDGET_KEYS = ("smoke", "model", "tasks", "train", "dev", "search_dev", "trials", "epochs", "seeds", "max_seq_len")
+
+
+def keep_other_methods(results: dict[str, Any], previous_file: Path, *, redo: list[str], parser: argparse.ArgumentParser) -> None:
+    """Carry over from an earlier run the methods this one does not redo, so their rows stay comparable.
+
+    Refused (a parser error naming the field) when the earlier run had another budget: rows
+    from different budgets in one table would compare nothing. Each run is listed under
+    ``runs`` with the methods it produced.
+    """
+    if not previous_file.is_file():
+        parser.error(f"--keep-others: no earlier results at {previous_file}")
+    previous = json.loads(previous_file.read_text())
+    for key in BUDGET_KEYS:
+        if previous["settings"].get(key) != results["settings"][key]:
+            parser.error(f"--keep-others: settings.{key} differs from the earlier run "
+                         f"({previous['settings'].get(key)!r} there, {results['settings'][key]!r} now)")
+    kept = {m: r for m, r in previous["methods"].items() if m not in redo}
+    earlier = previous.get("runs") or [{"methods": list(previous["methods"]), "setup": previous["setup"],
+                                        "command": previous["settings"].get("command")}]
+    results["runs"] = [{**run, "methods": [m for m in run["methods"] if m in kept]} for run in earlier]
+    results["runs"] = [run for run in results["runs"] if run["methods"]]
+    results["runs"].append({"methods": list(redo), "setup": results["setup"], "command": results["settings"]["command"]})
+    results["methods"] = kept
+    results["settings"]["methods"] = [m for m in METHODS if m in kept or m in redo]
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Search efficiency: TPE against random search on the same space, budget and objective.
 
 The objective is a real trial (:func:`workers.run_trial`, method ``peml``: LoRA + a
-DARTS-searched prefix) on a tiny BERT built from a config (:func:`workers.tiny.build_tiny_model`,
-hidden 32, 2 layers, its WordPiece vocabulary trained on the task texts, seeded) trained
-on two real tasks, sst2 and rte (the first 200 training and 100 dev rows of each, 64
-tokens, 2 epochs); the score is the best epoch's ``avg_dev_score``. Every trial uses the
-same training seed, so a configuration always scores the same: only the searcher differs.
+DARTS-searched prefix) on two real tasks; the score is the best epoch's ``avg_dev_score``.
+Default (full and smoke): a tiny BERT built from a config (:func:`workers.tiny.build_tiny_model`,
+hidden 32, 2 layers, seeded) on sst2 and rte (the first 200 training and 100 dev rows,
+64 tokens, 2 epochs): cheap, but near chance, so TPE and random barely differ on it.
+``--model minilm --trials 12``: the pretrained all-MiniLM-L6-v2 on sst2 and stsb (200
+training and 200 dev rows, 64 tokens, 1 epoch), whose score depends strongly on lr, as in
+practice (about 20 minutes on 2 cores; not yet run to completion here). Every trial uses
+the same training seed, so a configuration always scores the same: only the searcher differs.
 
 Each search is the study's own searcher (:func:`make_searcher` with ``algorithm: tpe``,
 Optuna's seeded multivariate TPE, or ``algorithm: random``) over :func:`tune_space` of the
@@ -13,7 +16,8 @@ spec's space, asked and told one trial at a time (``suggest`` / ``on_trial_compl
 Ray cluster). Runs alternate between the algorithms, seed by seed. Reported: best-so-far
 objective against trial count and against wall time, mean ± std over seeds.
 
-    python benchmarks/search_efficiency.py            # full: 2 algorithms x 3 seeds x 16 trials
+    python benchmarks/search_efficiency.py            # full: 2 algorithms x 3 seeds x 16 trials, tiny model
+    python benchmarks/search_efficiency.py --model minilm --trials 12   # the telling objective, ~20 min
     python benchmarks/search_efficiency.py --smoke    # 3 trials, 1 seed
 
 Results: benchmarks/results/search_efficiency.{json,md,png}. Data: ../shared/data (never copied).
@@ -34,19 +38,23 @@ from typing import Any
 from _trainer_common import (
     DATA,
     RESULTS,
+    apply_defaults,
     best_so_far,
     mean_std,
+    minilm,
+    publish,
+    pyplot,
     run_search,
+    save_figure,
     setup_info,
     setup_markdown,
     study_spec,
     task_specs,
-    write_results,
+    train_once,
 )
 
 NAME = "search_efficiency"
 ALGORITHMS = ("tpe", "random")
-TASKS = ("sst2", "rte")
 METHOD = "peml"
 SPACE = {
     "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
@@ -56,10 +64,30 @@ SPACE = {
     "warmup_ratio": {"type": "uniform", "low": 0.0, "high": 0.3},
     "head_lr_scale": {"type": "loguniform", "low": 0.1, "high": 10.0},
 }
-TRAIN = {"max_epochs": 2, "patience": 2, "batch_size": 16, "max_seq_len": 64, "seed": 0,
-         "max_train_examples": 200, "max_dev_examples": 100}
-FULL = {"trials": 16, "seeds": 3}
-SMOKE = {"trials": 3, "seeds": 1}
+# The objective per --model: which tasks, how much training, and what the model is. The pretrained MiniLM is the
+# real objective (its score depends strongly on lr, as in practice); the tiny random-init BERT is near chance and
+# serves the smoke run, which checks the pipeline in seconds.
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "minilm": {
+        "tasks": ("sst2", "stsb"),
+        "train": {"max_epochs": 1, "patience": 1, "batch_size": 16, "max_seq_len": 64, "seed": 0,
+                  "max_train_examples": 200, "max_dev_examples": 200},
+        "describe": "the pretrained all-MiniLM-L6-v2",
+    },
+    "tiny": {
+        "tasks": ("sst2", "rte"),
+        "train": {"max_epochs": 2, "patience": 2, "batch_size": 16, "max_seq_len": 64, "seed": 0,
+                  "max_train_examples": 200, "max_dev_examples": 100},
+        "describe": "a tiny BERT (hidden 32, 2 layers, random init, seeded)",
+    },
+}
+FULL = {"trials": 16, "seeds": 3, "model": "tiny"}
+SMOKE = {"trials": 3, "seeds": 1, "model": "tiny"}
+
+
+def build_model(kind: str, folder: Path, data: str) -> Path:
+    """The model the trials fine-tune: MiniLM from its package, or the tiny BERT built here."""
+    return minilm() if kind == "minilm" else tiny_model(folder / "tiny-bert", data)
 
 
 def tiny_model(folder: Path, data: str) -> Path:
@@ -68,25 +96,23 @@ def tiny_model(folder: Path, data: str) -> Path:
     from workers.tiny import build_tiny_model
     from searchsvc.spec import TaskSpec
 
+    train = WORKLOADS["tiny"]["train"]
     texts: list[str] = []
-    for task in task_specs(TASKS, data):
-        loaded = load_task(TaskSpec(**task), max_train=TRAIN["max_train_examples"], max_dev=TRAIN["max_dev_examples"])
+    for task in task_specs(WORKLOADS["tiny"]["tasks"], data):
+        loaded = load_task(TaskSpec(**task), max_train=train["max_train_examples"], max_dev=train["max_dev_examples"])
         for example in [*loaded.train, *loaded.dev]:
             texts += [example.text_a] + ([example.text_b] if example.text_b else [])
     return build_tiny_model(folder, family="bert", texts=texts, seed=0)
 
 
-def one_search(model: Path, *, algorithm: str, seed: int, trials: int, data: str, bar: Any) -> list[dict[str, Any]]:
-    from workers import run_trial
-
-    spec = study_spec(name=f"bench-{algorithm}-{seed}", model=model, tasks=task_specs(TASKS, data), method=METHOD,
-                      train=TRAIN, search={"algorithm": algorithm, "num_trials": trials, "seed": seed,
+def one_search(model: Path, workload: dict[str, Any], *, algorithm: str, seed: int, trials: int, data: str,
+               bar: Any) -> list[dict[str, Any]]:
+    spec = study_spec(name=f"bench-{algorithm}-{seed}", model=model, tasks=task_specs(workload["tasks"], data),
+                      method=METHOD, train=workload["train"], search={"algorithm": algorithm, "num_trials": trials, "seed": seed,
                                            "metric": "avg_dev_score", "mode": "max", "space": SPACE})
 
     def objective(config: dict[str, Any]) -> float:
-        with tempfile.TemporaryDirectory() as work:
-            best = run_trial(config, spec=spec, report=lambda _m, _c: None, workdir=work)
-        return float(best["avg_dev_score"])
+        return float(train_once(spec, config)["avg_dev_score"])
 
     def progress(record: dict[str, Any]) -> None:
         bar.update(1)
@@ -119,13 +145,14 @@ def curves(runs: list[dict[str, Any]], points: int = 60) -> dict[str, Any]:
 
 def summarize(results: dict[str, Any]) -> str:
     s = results["settings"]
+    train = s["train"]
     lines = [
         "# Search efficiency: TPE against random search",
         "",
         *setup_markdown(results["setup"]),
-        f"- objective: `run_trial` ({METHOD}) on a tiny BERT (hidden 32, 2 layers, random init, seeded) over "
-        f"{', '.join(TASKS)}: {TRAIN['max_train_examples']} train / {TRAIN['max_dev_examples']} dev rows each, "
-        f"{TRAIN['max_seq_len']} tokens, {TRAIN['max_epochs']} epochs; maximise the best epoch's avg_dev_score",
+        f"- objective: `run_trial` ({METHOD}) on {s['model']} over "
+        f"{', '.join(s['tasks'])}: {train['max_train_examples']} train / {train['max_dev_examples']} dev rows each, "
+        f"{train['max_seq_len']} tokens, {train['max_epochs']} epoch(s); maximise the best epoch's avg_dev_score",
         f"- space: `{json.dumps(SPACE)}`",
         f"- trial threads (SEARCHSVC_NUM_THREADS): {s['trial_threads']}",
         f"- budget: {s['trials']} trials per run, sequential (ask/tell through `make_searcher`), seeds {s['seeds']}; "
@@ -149,17 +176,16 @@ def summarize(results: dict[str, Any]) -> str:
         am, as_ = mean_std(area)
         lines.append(f"| {algorithm} | {fm:.4f} ± {fs:.4f} | {hm:.4f} ± {hs:.4f} | {am:.4f} ± {as_:.4f} | "
                      f"{', '.join(f'{v:.4f}' for v in finals)} | {failed} | {wall:.0f} |")
-    lines += ["", "Scores of a random-init tiny model are close to chance on rte; differences of ~0.01 are within "
-              "the seed-to-seed spread. Same training seed for every trial: the objective is deterministic per config."]
+    lines += ["", "Same training seed for every trial: the objective is deterministic per config, so only the "
+              "searcher differs between runs of a seed."]
+    if s.get("model_kind", "tiny") == "tiny":
+        lines += ["Scores of a random-init tiny model are close to chance on rte; differences of ~0.01 are within "
+                  "the seed-to-seed spread."]
     return "\n".join(lines) + "\n"
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for algorithm, color in zip(ALGORITHMS, ("#4c72b0", "#dd8452")):
         c = results["algorithms"][algorithm]["curves"]
@@ -185,9 +211,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for ax in (left, right):
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> int:
@@ -197,27 +221,28 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="3 trials, 1 seed")
     parser.add_argument("--trials", type=int, help="trials per search run")
     parser.add_argument("--seeds", type=int, help="search seeds per algorithm (0..N-1)")
+    parser.add_argument("--model", choices=sorted(WORKLOADS), help="the objective's model (default tiny)")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
-    for key, value in (SMOKE if args.smoke else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_defaults(args, SMOKE if args.smoke else FULL)
     started = time.perf_counter()
     seeds = list(range(args.seeds))
+    workload = WORKLOADS[args.model]
     results: dict[str, Any] = {
         "setup": setup_info(),
-        "settings": {"smoke": args.smoke, "trials": args.trials, "seeds": seeds, "tasks": list(TASKS), "method": METHOD,
-                     "train": TRAIN, "space": SPACE, "model": "tiny BERT (workers.tiny, hidden 32, 2 layers, seed 0)",
-                     "trial_threads": os.environ.get("SEARCHSVC_NUM_THREADS", "torch default")},
+        "settings": {"smoke": args.smoke, "trials": args.trials, "seeds": seeds, "tasks": list(workload["tasks"]),
+                     "method": METHOD, "train": workload["train"], "space": SPACE, "model": workload["describe"],
+                     "model_kind": args.model, "trial_threads": os.environ.get("SEARCHSVC_NUM_THREADS", "torch default")},
         "algorithms": {a: {"runs": []} for a in ALGORITHMS},
     }
     with tempfile.TemporaryDirectory() as folder:
-        model = tiny_model(Path(folder) / "tiny-bert", args.data)
+        model = build_model(args.model, Path(folder), args.data)
         bar = tqdm(total=len(seeds) * len(ALGORITHMS) * args.trials, desc="trials", unit="trial")
         for seed in seeds:  # alternate the algorithms, so drift of the machine hits both
             for algorithm in ALGORITHMS:
-                trials = one_search(model, algorithm=algorithm, seed=seed, trials=args.trials, data=args.data, bar=bar)
+                trials = one_search(model, workload, algorithm=algorithm, seed=seed, trials=args.trials, data=args.data,
+                                    bar=bar)
                 results["algorithms"][algorithm]["runs"].append({"seed": seed, "trials": trials})
                 tqdm.write(f"{algorithm} seed {seed}: final best {trials[-1]['best_so_far']:.4f} "
                            f"in {trials[-1]['elapsed']:.0f} s")
@@ -228,13 +253,7 @@ def main() -> int:
         final = mean_std([run["trials"][-1]["best_so_far"] for run in entry["runs"]])
         entry["final_best_mean"], entry["final_best_std"] = final
     results["wall_seconds"] = time.perf_counter() - started
-    out = Path(args.out)
-    table = summarize(results)
-    write_results(out, NAME, results, table)
-    plot(results, out / f"{NAME}.png")
-    print(table)
-    print(f"wrote {out / NAME}.json, .md, .png in {results['wall_seconds']:.0f} s")
-    return 0
+    return publish(args.out, NAME, results, summarize, plot)
 
 
 if __name__ == "__main__":

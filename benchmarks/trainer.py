@@ -42,12 +42,15 @@ from _trainer_common import (
     DATA,
     RESULTS,
     FixedBatchTrainer,
+    apply_defaults,
     minilm,
+    publish,
+    pyplot,
+    save_figure,
     setup_info,
     setup_markdown,
     study_spec,
     task_specs,
-    write_results,
 )
 
 NAME = "trainer"
@@ -236,11 +239,7 @@ def summarize(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     steps = results["step_time"]["methods"]
     ratios = [steps[m]["ratio_to_lora"] for m in METHODS]
@@ -260,9 +259,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.set_ylabel("peak RSS increase (MiB)")
     right.set_title("lora: peak memory vs rank (fresh process each)")
     right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> int:
@@ -280,9 +277,7 @@ def main() -> int:
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--rank", type=int, default=CONFIG["lora_rank"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for key, value in (SMOKE if args.smoke else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_defaults(args, SMOKE if args.smoke else FULL)
     if args.threads:
         import torch
 
@@ -302,13 +297,7 @@ def main() -> int:
     gc.collect()
     results["memory"] = measure_memory(args)
     results["wall_seconds"] = time.perf_counter() - started
-    out = Path(args.out)
-    table = summarize(results)
-    write_results(out, NAME, results, table)
-    plot(results, out / f"{NAME}.png")
-    print(table)
-    print(f"wrote {out / NAME}.json, .md, .png in {results['wall_seconds']:.0f} s")
-    return 0
+    return publish(args.out, NAME, results, summarize, plot)
 
 
 if __name__ == "__main__":
