@@ -1,6 +1,7 @@
 """Trainers for searchsvc: data, PEFT methods, metrics, the trial entry point, export.
 
-The dispatcher imports exactly one name from here, :func:`run_trial`. Users of a finished
+The dispatcher imports two names from here: :func:`run_trial`, and
+:func:`newest_resumable` to pick the checkpoint a resumed trial continues from. Users of a finished
 study call :func:`export_artifact` (checkpoint -> artifact directory) and :func:`load`
 (artifact directory -> :class:`workers.artifact.Predictor`). Importing this package is
 cheap (no torch, no transformers): the heavy modules load on the first call, so a Ray
@@ -13,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from searchsvc.spec import StudySpec
     from workers.artifact import Predictor
 
-__all__ = ["export_artifact", "load", "run_trial"]
+__all__ = ["export_artifact", "load", "newest_resumable", "run_trial"]
 
 
 def run_trial(
@@ -34,6 +35,14 @@ def run_trial(
     from workers.trial import run_trial as _run_trial
 
     return _run_trial(config, spec=spec, report=report, workdir=workdir, resume_from=resume_from)
+
+
+def newest_resumable(directories: Iterable[str | Path]) -> Path | None:
+    """The newest complete checkpoint among ``directories``; see
+    :func:`workers.checkpoint.newest_resumable`."""
+    from workers.checkpoint import newest_resumable as _newest
+
+    return _newest(directories)
 
 
 def export_artifact(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:

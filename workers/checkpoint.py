@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,32 @@ def load_training_state(directory: str | Path) -> dict[str, Any]:
         raise ValueError(f"{directory} holds no training state to resume from")
     # Our own file, written by save_checkpoint: it pickles the sampler and RNG states.
     return dict(torch.load(path, map_location="cpu", weights_only=False))
+
+
+def newest_resumable(directories: Iterable[str | Path]) -> Path | None:
+    """The checkpoint with the highest epoch among ``directories`` that a trial can resume
+    from, or None.
+
+    A crash of the control plane can leave a trial's folder with a checkpoint copy cut
+    short (Ray copies file by file) or without the checkpoint Tune last recorded (deleted
+    by retention just before the crash); such folders are skipped, not resumed from. Every
+    file is read once to prove it whole, which costs a few MB for LoRA-sized checkpoints.
+    """
+    best: tuple[int, Path] | None = None
+    for directory in directories:
+        folder = Path(directory)
+        try:
+            info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+            json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+            json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
+            load_file(str(folder / WEIGHTS_FILE))
+            load_training_state(folder)
+            epoch = int(info["epoch"])
+        except Exception:  # noqa: BLE001 - any unreadable part makes the folder unusable
+            continue
+        if best is None or epoch > best[0]:
+            best = (epoch, folder)
+    return None if best is None else best[1]
 
 
 def checkpoint_tasks(info: Mapping[str, Any]) -> list[TaskInfo]:

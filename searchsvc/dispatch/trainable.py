@@ -8,13 +8,18 @@ study's artifact. Nothing else in ``searchsvc`` imports ``workers``.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 from ray import tune
 
 from searchsvc.spec import StudySpec
+
+log = logging.getLogger(__name__)
 
 
 def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
@@ -36,14 +41,37 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
         with tempfile.TemporaryDirectory(prefix="searchsvc-trial-") as workdir:
             # A retried trial, or one restored after a pause or a control-plane restart,
             # continues from its latest checkpoint instead of starting over.
-            resume_from = None
-            saved = tune.get_checkpoint()
-            if saved is not None:
-                resume_from = saved.to_directory(f"{workdir}/resume")
-            run_trial(dict(config), spec=trial_spec, report=report, workdir=f"{workdir}/run", resume_from=resume_from)
+            run_trial(dict(config), spec=trial_spec, report=report, workdir=f"{workdir}/run",
+                      resume_from=resume_source(tune.get_checkpoint(), f"{workdir}/resume"))
 
     resources: dict[str, float] = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu, **spec.resources.custom}
     return tune.with_resources(searchsvc_trial, resources)
+
+
+def resume_source(saved: tune.Checkpoint | None, workdir: str) -> str | None:
+    """The checkpoint folder a restored trial continues from, or None to start afresh.
+
+    Tune's own record is used while its folder exists. A control plane killed between
+    Ray's retention deleting the trial's previous checkpoint and Tune saving its state
+    leaves that record pointing at a deleted folder; then the newest complete checkpoint
+    beside it is used (on storage this machine can read), so the trial still loses at
+    most an epoch instead of failing every retry on a missing path.
+    """
+    from workers import newest_resumable
+
+    if saved is None:
+        return None
+    if not isinstance(saved.filesystem, pyarrow.fs.LocalFileSystem):
+        return saved.to_directory(workdir)  # remote storage: Ray's record is all we can see
+    recorded = Path(saved.path)
+    if recorded.is_dir():
+        return str(recorded)
+    found = newest_resumable(sorted(recorded.parent.glob("checkpoint_*")))
+    if found is None:
+        log.warning("checkpoint %s is gone and no other survives beside it: the trial starts afresh", recorded)
+        return None
+    log.warning("checkpoint %s is gone: the trial continues from %s", recorded, found)
+    return str(found)
 
 
 def export_on_ray(checkpoint_dir: str, out_dir: str) -> str:

@@ -11,11 +11,22 @@ from searchsvc.client import Client
 from searchsvc.local_server import LocalServer, free_port
 from searchsvc.store import Store
 from tests.integration.conftest import LiveService, study_spec
-from tests.integration.helpers import assert_each_epoch_once, reports_by_trial, wait_for
+from tests.integration.helpers import assert_each_epoch_once, wait_for
 from tests.utils.databases import BACKENDS, fresh_database
 from tests.utils.tasks import write_task
 
 pytestmark = pytest.mark.integration
+
+
+EPOCHS = 8
+
+
+def sql_reports(store: Store, study_id: int) -> dict[int, list[dict]]:
+    """Each trial's reports as SQL holds them, without checkpoint paths (Ray's retention
+    deletes older checkpoints later and the store forgets their paths: not a change of content)."""
+    return {t.id: [{"attempt": r.attempt, "epoch": r.epoch, "objective": r.objective, "metrics": r.metrics}
+                   for r in store.list_reports(study_id, t.id)]
+            for t in store.list_trials(study_id)}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -31,18 +42,23 @@ def test_sigkill_and_restart_resumes_the_study(backend: str, tmp_path: Path, tin
         first = server().start()
         live = LiveService(first, Client(first.url, token), store, tasks, tiny_bert)
         spec = study_spec(live, name="restore", search={"num_trials": 4, "max_concurrent": 1},
-                          train={"max_epochs": 6, "patience": 6, "batch_size": 8, "max_seq_len": 16, "seed": 0})
+                          train={"max_epochs": EPOCHS, "patience": EPOCHS, "batch_size": 8, "max_seq_len": 16, "seed": 0})
         study = live.client.create_study(spec)
+        # Two reports, not one: the first epoch's checkpoint is then surely in Tune's saved
+        # state (SQL hears of a result a moment before Tune saves it), so the trial can only
+        # resume, never start over; EPOCHS leaves it several epochs to still be running.
         wait_for(lambda: sum(t["state"] == "completed" for t in study.trials()) >= 1
-                 and any(t["state"] == "running" and t["num_reports"] >= 1 for t in study.trials()),
-                 timeout_s=300, what="one finished trial and one running")
-        before = reports_by_trial(study)
-        finished_before = {t["id"]: t for t in study.trials() if t["state"] == "completed"}
-
+                 and any(t["state"] == "running" and t["num_reports"] >= 2 for t in study.trials()),
+                 poll_s=0.2, timeout_s=300, what="one finished trial and one running with two reports")
         first.process.kill()  # SIGKILL: no clean-up of any kind
         first.process.wait()
         first.stop()
         live.client.close()
+        before = sql_reports(store, study.id)  # what reached SQL before the crash
+        trials_before = {t.id: t for t in store.list_trials(study.id)}
+        finished_before = {i: t for i, t in trials_before.items() if t.state == "completed"}
+        interrupted = [i for i, t in trials_before.items() if t.state == "running" and 2 <= len(before[i]) < EPOCHS]
+        assert interrupted, f"no trial was mid-way at the crash: {[(t.state, len(before[i])) for i, t in trials_before.items()]}"
 
         second = server()
         restarted_at = time.monotonic()
@@ -52,22 +68,22 @@ def test_sigkill_and_restart_resumes_the_study(backend: str, tmp_path: Path, tin
             running_again_s = time.monotonic() - restarted_at
             study.wait(timeout=600, poll_s=0.5)
             assert study.state == "completed", second.log_tail()
-            trials = study.trials()
-            after = reports_by_trial(study)
+            trials = store.list_trials(study.id)
+            after = sql_reports(store, study.id)
+            log = second.log_tail()
         store.close()
 
     print(f"\n[{backend}] restart to running again: {running_again_s:.1f} s")
     assert len(trials) == 4  # the planned count: nothing lost, nothing added
-    assert all(t["state"] == "completed" for t in trials)
+    assert all(t.state == "completed" for t in trials), ([(t.id, t.state, t.error) for t in trials], log)
     for trial_id, trial in finished_before.items():  # finished trials were not run again
-        now = next(t for t in trials if t["id"] == trial_id)
-        assert now["attempt"] == 1 and now["finished_at"] == trial["finished_at"]
+        now = next(t for t in trials if t.id == trial_id)
+        assert now.attempt == 1 and now.finished_at == trial.finished_at
         assert after[trial_id] == before[trial_id]
-    assert_each_epoch_once(after)  # every report exactly once
-    assert all(len(rows) == 6 for rows in after.values())
+    assert_each_epoch_once({i: [{"epoch": r["epoch"]} for r in rows] for i, rows in after.items()})  # every report once
+    assert all(len(rows) == EPOCHS for rows in after.values())
     for trial_id, rows in before.items():  # what reached SQL before the crash is still there, unchanged
         assert after[trial_id][: len(rows)] == rows
-    interrupted = [t for t in before if t not in finished_before]
     resumed = [r for t in interrupted for r in after[t] if "resumed_from_epoch" in r["metrics"]]
-    assert resumed, "the trial running at the crash should continue from its last checkpoint"
+    assert resumed, ("the trial running at the crash should continue from its last checkpoint", log)
     assert all(r["metrics"]["resumed_from_epoch"] == r["epoch"] - 1 for r in resumed)
