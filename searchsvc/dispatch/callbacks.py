@@ -58,7 +58,15 @@ def _error_text(trial: Any) -> str:
 
 
 class StoreCallback(tune.Callback):
-    """Writes trial starts, per-epoch reports, checkpoints and ends to the store as they happen."""
+    """Writes trial starts, per-epoch reports, checkpoints and ends to the store as they happen.
+
+    A result that comes with a checkpoint reaches SQL only once Tune has registered that
+    checkpoint, together with it, in one transaction. Tune handles a function trainable's
+    result first and fetches its checkpoint in a second call to the worker; a worker that
+    dies in between takes the checkpoint with it, and its retry resumes from the one
+    before. Writing the result at once would leave SQL with an epoch the retry then runs
+    again: the same epoch twice across attempts, the first with no checkpoint behind it.
+    """
 
     def __init__(self, store: Store, study_id: int, *, metric: str, mode: str) -> None:
         self.store = store
@@ -66,6 +74,7 @@ class StoreCallback(tune.Callback):
         self.metric = metric
         self.mode = mode
         self._ids: dict[str, int] = {}  # Ray trial id -> our trial id
+        self._waiting: dict[str, dict[str, Any]] = {}  # Ray trial id -> a report waiting for its checkpoint
 
     def _trial_id(self, trial: Any) -> int:
         if trial.trial_id not in self._ids:
@@ -75,37 +84,53 @@ class StoreCallback(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         row = self.store.start_trial(self.study_id, ray_trial_id=trial.trial_id, config=dict(trial.config))
         self._ids[trial.trial_id] = row.id
+        self._waiting.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         metrics = _clean_metrics(result)
         objective = metrics.get(self.metric)
-        epoch = int(metrics.get("epoch") or result.get("training_iteration") or 0)
-        self.store.add_report(
-            self._trial_id(trial),
-            epoch=epoch,
-            objective=float(objective) if isinstance(objective, (int, float)) else None,
-            metrics=metrics,
-            mode=self.mode,
-        )
+        report = {
+            "epoch": int(metrics.get("epoch") or result.get("training_iteration") or 0),
+            "objective": float(objective) if isinstance(objective, (int, float)) else None,
+            "metrics": metrics,
+        }
+        if result.get("should_checkpoint"):
+            self._waiting[trial.trial_id] = report  # written by on_checkpoint, with its checkpoint
+        else:
+            self.store.add_report(self._trial_id(trial), **report, mode=self.mode)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        self.store.attach_checkpoint(self._trial_id(trial), path=str(checkpoint.path))
+        report = self._waiting.pop(trial.trial_id, None)
+        if report is None:
+            self.store.attach_checkpoint(self._trial_id(trial), path=str(checkpoint.path))
+        else:
+            self.store.add_report(self._trial_id(trial), **report, mode=self.mode, checkpoint_path=str(checkpoint.path))
+
+    def _write_waiting(self, trial: Any) -> None:
+        """A trial ended with a result whose checkpoint never came: no retry will redo that
+        epoch, so its result is kept, without a checkpoint."""
+        report = self._waiting.pop(trial.trial_id, None)
+        if report is not None:
+            self.store.add_report(self._trial_id(trial), **report, mode=self.mode)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write_waiting(trial)
         # Tune marks a trial ended by our stopper as done too, so the stop flag decides.
         stopped = self.store.is_stop_requested(self.study_id)
         self.store.finish_trial(self._trial_id(trial), "stopped" if stopped else "completed")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """The trial's worker failed and Tune will run it again (from its last checkpoint)."""
+        self._waiting.pop(trial.trial_id, None)  # its checkpoint died with the worker: the retry redoes the epoch
         self.store.retry_trial(self._trial_id(trial), error=_error_text(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write_waiting(trial)
         self.store.finish_trial(self._trial_id(trial), "failed", error=_error_text(trial))
 
     def __getstate__(self) -> dict[str, Any]:
-        # Pickled into Tune's experiment state; the id cache is rebuilt after a restore.
-        return {**self.__dict__, "_ids": {}}
+        # Pickled into Tune's experiment state; the caches are rebuilt after a restore.
+        return {**self.__dict__, "_ids": {}, "_waiting": {}}
 
 
 class StopWhenRequested(tune.Stopper):

@@ -81,6 +81,23 @@ def test_reports_are_stored_once_and_best_is_the_max(store: Store, minimal_spec:
     assert store.mark_unfinished_trials(study.id, "stopped") == 2
 
 
+def test_a_report_and_its_checkpoint_are_written_together(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    study = store.create_study(alice.id, parse_spec(minimal_spec))
+    t = store.start_trial(study.id, ray_trial_id="r0", config={})
+    store.add_report(t.id, epoch=1, objective=0.5, metrics={}, checkpoint_path="/ckpt/e1")
+    store.add_report(t.id, epoch=2, objective=0.4, metrics={}, checkpoint_path="/ckpt/e2")  # latest, not best
+    assert store.get_trial(study.id, t.id).checkpoint_path == "/ckpt/e1"
+    store.add_report(t.id, epoch=3, objective=0.8, metrics={}, checkpoint_path="/ckpt/e3")  # new best
+    assert store.get_trial(study.id, t.id).checkpoint_path == "/ckpt/e3"
+    # Ray keeps only the latest and the best: e1 and e2 are gone, so are their paths.
+    assert [r.checkpoint_path for r in store.list_reports(study.id, t.id)] == [None, None, "/ckpt/e3"]
+    # A replay (a restored trial redoing epoch 3) keeps the stored values but its new checkpoint.
+    again = store.add_report(t.id, epoch=3, objective=0.1, metrics={}, checkpoint_path="/ckpt/e3-again")
+    assert (again.objective, again.checkpoint_path) == (0.8, "/ckpt/e3-again")
+    assert store.get_trial(study.id, t.id).checkpoint_path == "/ckpt/e3-again"
+
+
 def test_minimise_mode_picks_the_lowest(store: Store, minimal_spec: dict) -> None:
     alice, _ = store.issue_token("alice")
     spec = parse_spec({**minimal_spec, "search": {"metric": "train_loss", "mode": "min"}})
