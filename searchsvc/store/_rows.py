@@ -9,7 +9,6 @@ routes are read far more often than anything is written.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from sqlalchemy import ColumnElement, func, select
@@ -78,26 +77,24 @@ def study_of(session: Session, row: StudyRow, *, owner: str | None = None) -> St
     )
 
 
-def trials_of(session: Session, rows: Sequence[TrialRow], *, where: ColumnElement[bool] | None = None) -> list[Trial]:
-    """Trials as domain types with their report counts and attempts, in two queries.
-
-    ``where`` (a condition on :class:`TrialRow` that selects exactly ``rows``, e.g. their
-    study) lets both queries filter by a join instead of an ``IN`` list of every id.
-    """
+def trials_of(session: Session, where: ColumnElement[bool]) -> list[Trial]:
+    """The trials ``where`` selects (a condition on :class:`TrialRow`, e.g. their study), in
+    order, as domain types with their report counts and attempts: three queries however
+    many trials, each filtering by the condition rather than by an ``IN`` list of ids."""
+    rows = session.scalars(select(TrialRow).where(where).order_by(TrialRow.study_id, TrialRow.number)).all()
     if not rows:
         return []
-    selects = TrialRow.id.in_([row.id for row in rows]) if where is None else where
     counts = dict(
         session.execute(
             select(ReportRow.trial_id, func.count())
             .join(TrialRow, TrialRow.id == ReportRow.trial_id)
-            .where(selects)
+            .where(where)
             .group_by(ReportRow.trial_id)
         ).all()
     )
     attempts: dict[int, list[Attempt]] = defaultdict(list)
     for a in session.scalars(
-        select(AttemptRow).join(TrialRow, TrialRow.id == AttemptRow.trial_id).where(selects).order_by(AttemptRow.attempt)
+        select(AttemptRow).join(TrialRow, TrialRow.id == AttemptRow.trial_id).where(where).order_by(AttemptRow.attempt)
     ):
         attempts[a.trial_id].append(
             Attempt(attempt=a.attempt, state=a.state, error=a.error, started_at=aware(a.started_at), finished_at=aware(a.finished_at))
@@ -106,7 +103,8 @@ def trials_of(session: Session, rows: Sequence[TrialRow], *, where: ColumnElemen
 
 
 def trial_of(session: Session, row: TrialRow) -> Trial:
-    return trials_of(session, [row], where=TrialRow.id == row.id)[0]
+    """One trial as a domain type (the session's autoflush sends ``row``'s changes first)."""
+    return trials_of(session, TrialRow.id == row.id)[0]
 
 
 def _trial(row: TrialRow, *, num_reports: int, attempts: tuple[Attempt, ...]) -> Trial:

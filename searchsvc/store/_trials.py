@@ -78,8 +78,7 @@ class TrialsStore(StoreBase):
         """Every trial of the study in order, in three queries however many there are."""
         with self._scope() as session:
             study_row(session, study_id, owner_id)
-            rows = session.scalars(select(TrialRow).where(TrialRow.study_id == study_id).order_by(TrialRow.number)).all()
-            return trials_of(session, rows, where=TrialRow.study_id == study_id)
+            return trials_of(session, TrialRow.study_id == study_id)
 
     def get_trial(self, study_id: int, trial_id: int, *, owner_id: int | None = None) -> Trial:
         with self._scope() as session:
