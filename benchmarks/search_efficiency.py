@@ -3,7 +3,7 @@
 The objective is a real trial (:func:`workers.run_trial`, method ``peml``: LoRA + a
 DARTS-searched prefix) on two real tasks; the score is the best epoch's ``avg_dev_score``.
 Default (full and smoke): a tiny BERT built from a config (:func:`workers.tiny.build_tiny_model`,
-hidden 32, 2 layers, seeded) on sst2 and rte (the first 200 training and 100 dev rows,
+hidden 32, 2 layers, seeded) on sst2 and rte (a fixed sample of 200 training and 100 dev rows,
 64 tokens, 2 epochs): cheap, but near chance, so TPE and random barely differ on it.
 ``--model minilm --trials 12``: the pretrained all-MiniLM-L6-v2 on sst2 and stsb (200
 training and 200 dev rows, 64 tokens, 1 epoch), whose score depends strongly on lr, as in

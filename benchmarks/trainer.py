@@ -73,7 +73,8 @@ SMOKE = {"warmup": 1, "steps": 2, "reps": 2, "ranks": "8,32", "mem_steps": 2, "m
 def make_trainer(method: str, rank: int, data: str) -> FixedBatchTrainer:
     spec = study_spec(name=f"bench-{method}", model=minilm(), tasks=task_specs(TASKS, data), method=method,
                       train={"batch_size": 2 * ROWS_PER_TASK, "max_seq_len": MAX_SEQ_LEN, "seed": 0,
-                             "max_train_examples": POOL_ROWS, "max_dev_examples": 8})
+                             "max_train_examples": POOL_ROWS, "max_dev_examples": 8,
+                             "subset": "first"})
     return FixedBatchTrainer(spec, {**CONFIG, "lora_rank": rank}, rows_per_task=ROWS_PER_TASK)
 
 

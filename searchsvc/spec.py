@@ -24,6 +24,7 @@ METHODS: tuple[str, ...] = ("peml", "lora", "prefix", "lora+prefix", "adalora")
 ALGORITHMS: tuple[str, ...] = ("tpe", "hyperopt", "random")
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
 SAMPLING: tuple[str, ...] = ("proportional", "temperature", "round_robin")
+SUBSETS: tuple[str, ...] = ("random", "first")
 SCHEDULES: tuple[str, ...] = ("simultaneous", "bilevel", "lora_first", "prefix_first")
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "leaky_relu", "gelu")
 # A task's sampling weight is searchable as ``weight_<task name>``.
@@ -198,13 +199,21 @@ class TrainSpec(_Strict):
     max_seq_len: int = Field(128, ge=8, le=8192)
     seed: int = 0
     sampling: str = "proportional"
-    max_train_examples: int | None = Field(None, gt=0, description="per task, taken from the front")
-    max_dev_examples: int | None = Field(None, gt=0, description="per task, taken from the front")
+    max_train_examples: int | None = Field(None, gt=0, description="per task; which rows: see subset")
+    max_dev_examples: int | None = Field(None, gt=0, description="per task; which rows: see subset")
+    subset: str = Field("random", description="how the max_*_examples rows are picked: 'random' (a fixed sample, "
+                                              "the same in every trial whatever seed) or 'first' (the file's first rows)")
+    subset_seed: int = Field(0, description="the seed of the 'random' subset")
 
     @field_validator("sampling")
     @classmethod
     def _known_sampling(cls, value: str) -> str:
         return _one_of(value, SAMPLING, "sampling")
+
+    @field_validator("subset")
+    @classmethod
+    def _known_subset(cls, value: str) -> str:
+        return _one_of(value, SUBSETS, "subset")
 
 
 class PemlSpec(_Strict):

@@ -71,6 +71,7 @@ resources: {{cpu: 1, gpu: 0}}
         ("search.max_concurrent", -1, "search.max_concurrent", "greater than 0"),
         ("train.max_epochs", 0, "train.max_epochs", "greater than 0"),
         ("train.batch_size", 0, "train.batch_size", "greater than 0"),
+        ("train.subset", "last", "train.subset", "unknown subset 'last'"),
         ("method", "magic", "method", "unknown method 'magic'"),
         ("search.algorithm", "grid", "search.algorithm", "unknown algorithm 'grid'"),
         ("search.mode", "up", "search.mode", "'max' or 'min'"),

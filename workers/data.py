@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,13 +161,28 @@ def load_spec_tasks(spec: StudySpec) -> list[TaskData]:
             task,
             max_train=spec.train.max_train_examples,
             max_dev=spec.train.max_dev_examples,
+            subset=spec.train.subset,
+            subset_seed=spec.train.subset_seed,
         )
         for task in spec.tasks
     ]
 
 
-def load_task(task: TaskSpec, *, max_train: int | None = None, max_dev: int | None = None) -> TaskData:
-    """Load one task folder; ``max_train`` / ``max_dev`` keep the first N rows of each split.
+def load_task(
+    task: TaskSpec,
+    *,
+    max_train: int | None = None,
+    max_dev: int | None = None,
+    subset: str = "random",
+    subset_seed: int = 0,
+) -> TaskData:
+    """Load one task folder; ``max_train`` / ``max_dev`` keep N rows of each split.
+
+    ``subset="random"`` keeps a uniform sample, fixed by ``subset_seed`` and the task and
+    split names (so every trial of a study sees the same rows), in the file's order.
+    Data files are often sorted (GLUE's STS-B lists all its captions before its news), so
+    the first rows can be a different distribution from the rest; ``"first"`` keeps them
+    anyway, and reads no further.
 
     Raises:
         ValueError: the meta file or a row is malformed (the message names file and line).
@@ -178,8 +194,14 @@ def load_task(task: TaskSpec, *, max_train: int | None = None, max_dev: int | No
     metrics = _metrics_from_meta(meta, meta_path, kind)
     verbalizer = _verbalizer_from_meta(meta, meta_path, kind, labels, label_type)
     encoder = _LabelEncoder(kind, labels, label_type)
-    train, shape = _read_split(folder / "train.jsonl", encoder, limit=max_train)
-    dev, dev_shape = _read_split(folder / "dev.jsonl", encoder, limit=max_dev)
+    if subset not in ("random", "first"):
+        raise ValueError(f"subset must be 'random' or 'first', got {subset!r}")
+
+    def pick(split: str, limit: int | None) -> RowPicker:
+        return RowPicker(limit, None if subset == "first" else random.Random(f"{subset_seed}/{task.name}/{split}"))
+
+    train, shape = _read_split(folder / "train.jsonl", encoder, pick("train", max_train))
+    dev, dev_shape = _read_split(folder / "dev.jsonl", encoder, pick("dev", max_dev))
     if not train:
         raise ValueError(f"{folder / 'train.jsonl'}: no rows")
     if not dev:
@@ -351,8 +373,36 @@ class _LabelEncoder:
             raise ValueError(f"label {value!r} is not among the meta labels {self.labels!r}") from None
 
 
-def _read_split(path: Path, encoder: _LabelEncoder, *, limit: int | None) -> tuple[list[Example], str]:
-    examples: list[Example] = []
+class RowPicker:
+    """Keeps at most ``limit`` rows of a split read once, front to back: the first ones
+    (``rng`` None), or a uniform sample (reservoir sampling: memory for ``limit`` rows
+    whatever the file's length) returned in the file's order."""
+
+    def __init__(self, limit: int | None, rng: random.Random | None) -> None:
+        self.limit = limit
+        self.rng = rng
+        self._kept: list[tuple[int, Example]] = []
+        self._seen = 0
+
+    @property
+    def full(self) -> bool:
+        """True when no later row can be kept (the first-rows picker has its ``limit``)."""
+        return self.rng is None and self.limit is not None and len(self._kept) >= self.limit
+
+    def offer(self, example: Example) -> None:
+        index, self._seen = self._seen, self._seen + 1
+        if self.limit is None or len(self._kept) < self.limit:
+            self._kept.append((index, example))
+        elif self.rng is not None:
+            slot = self.rng.randrange(index + 1)
+            if slot < self.limit:
+                self._kept[slot] = (index, example)
+
+    def rows(self) -> list[Example]:
+        return [example for _, example in sorted(self._kept, key=lambda kept: kept[0])]
+
+
+def _read_split(path: Path, encoder: _LabelEncoder, picker: RowPicker) -> tuple[list[Example], str]:
     shape = ""
     for line_no, record in _records(path):
         try:
@@ -366,10 +416,10 @@ def _read_split(path: Path, encoder: _LabelEncoder, *, limit: int | None) -> tup
             label = encoder.encode(record["label"])
         except ValueError as exc:
             raise ValueError(f"{path}, line {line_no}: {exc}") from None
-        examples.append(Example(text_a=text_a, text_b=text_b, label=label))
-        if limit is not None and len(examples) >= limit:
-            break  # rows past the limit are neither read nor checked
-    return examples, shape
+        picker.offer(Example(text_a=text_a, text_b=text_b, label=label))
+        if picker.full:
+            break  # rows past the first ones are neither read nor checked
+    return picker.rows(), shape
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

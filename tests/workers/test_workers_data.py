@@ -14,7 +14,7 @@ from workers.data import Example, TaskData, load_task
 
 pytestmark = STRICT_WARNINGS
 
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared beside the checkout
 
 
 def _load(folder: Path, **limits: Any) -> TaskData:
@@ -125,9 +125,36 @@ def test_regression_task_and_its_range(tmp_path: Path) -> None:
 def test_row_limits_take_the_first_rows(tmp_path: Path) -> None:
     rows = [{"text": f"row {i}", "label": i % 2} for i in range(10)]
     folder = write_task(tmp_path / "t", train=rows, dev=rows, meta={"metric": "accuracy", "labels": [0, 1]})
-    task = _load(folder, max_train=3, max_dev=2)
+    task = _load(folder, max_train=3, max_dev=2, subset="first")
     assert [e.text_a for e in task.train] == ["row 0", "row 1", "row 2"]
     assert [e.text_a for e in task.dev] == ["row 0", "row 1"]
+
+
+def test_random_row_limits_are_a_fixed_uniform_sample_in_file_order(tmp_path: Path) -> None:
+    rows = [{"text": f"row {i}", "label": i % 2} for i in range(40)]
+    folder = write_task(tmp_path / "t", train=rows, dev=rows, meta={"metric": "accuracy", "labels": [0, 1]})
+
+    def picked(split: str, **options: Any) -> list[int]:
+        task = _load(folder, max_train=5, max_dev=5, **options)
+        return [int(e.text_a.split()[1]) for e in getattr(task, split)]
+
+    train = picked("train")
+    assert len(train) == 5 and train == sorted(train) and len(set(train)) == 5
+    assert train != [0, 1, 2, 3, 4]
+    assert picked("train") == train  # the same rows every time: every trial of a study sees them
+    assert picked("dev") != train  # each split (and task) has its own draw
+    assert picked("train", subset_seed=1) != train
+    assert len(_load(folder, max_train=100).train) == 40  # a limit above the file keeps all rows, in order
+    assert [e.text_a for e in _load(folder, max_train=100).train] == [r["text"] for r in rows]
+    # Uniform: over many seeds each row is kept about 5/40 of the time (within 4 sd; deterministic seeds).
+    counts = [0] * 40
+    for seed in range(400):
+        for i in picked("train", subset_seed=seed):
+            counts[i] += 1
+    expected, sd = 400 * 5 / 40, (400 * 5 / 40 * (1 - 5 / 40)) ** 0.5
+    assert all(abs(c - expected) < 4 * sd for c in counts), counts
+    with pytest.raises(ValueError, match="subset must be 'random' or 'first'"):
+        _load(folder, max_train=5, subset="last")
 
 
 @pytest.mark.parametrize(
@@ -179,6 +206,8 @@ def test_rows_past_the_limit_are_not_read(tmp_path: Path) -> None:
     folder = write_task(tmp_path / "t", train=rows, dev=rows, meta={"metric": "accuracy", "labels": [0, 1]})
     with open(folder / "train.jsonl", "a", encoding="utf-8") as handle:
         handle.write("{broken\n")
-    assert len(_load(folder, max_train=2).train) == 2
+    assert len(_load(folder, max_train=2, subset="first").train) == 2
     with pytest.raises(ValueError, match="line 3"):
         _load(folder)
+    with pytest.raises(ValueError, match="line 3"):  # a random sample reads (and checks) every row
+        _load(folder, max_train=2)
