@@ -17,7 +17,7 @@ Ray cluster). Runs alternate between the algorithms, seed by seed. Reported: bes
 objective against trial count and against wall time, mean ± std over seeds.
 
     python benchmarks/search_efficiency.py            # full: 2 algorithms x 3 seeds x 16 trials, tiny model
-    python benchmarks/search_efficiency.py --model minilm --trials 12   # the telling objective, ~20 min
+    python benchmarks/search_efficiency.py --model minilm --trials 12   # the telling objective, ~20 min (search_efficiency_minilm.*)
     python benchmarks/search_efficiency.py --smoke    # 3 trials, 1 seed
 
 Results: benchmarks/results/search_efficiency.{json,md,png}. Data: ../shared/data (never copied).
@@ -253,7 +253,8 @@ def main() -> int:
         final = mean_std([run["trials"][-1]["best_so_far"] for run in entry["runs"]])
         entry["final_best_mean"], entry["final_best_std"] = final
     results["wall_seconds"] = time.perf_counter() - started
-    return publish(args.out, NAME, results, summarize, plot)
+    # Each objective keeps its own result files: the MiniLM run does not replace the tiny one.
+    return publish(args.out, NAME if args.model == "tiny" else f"{NAME}_{args.model}", results, summarize, plot)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ class StoreCallback(tune.Callback):
             "metrics": metrics,
         }
         if result.get("should_checkpoint"):
+            self._write_waiting(trial)  # Tune never skips a save, but no result is ever overwritten unwritten
             self._waiting[trial.trial_id] = report  # written by on_checkpoint, with its checkpoint
         else:
             self.store.add_report(self._trial_id(trial), **report, mode=self.mode)
@@ -107,8 +108,8 @@ class StoreCallback(tune.Callback):
             self.store.add_report(self._trial_id(trial), **report, mode=self.mode, checkpoint_path=str(checkpoint.path))
 
     def _write_waiting(self, trial: Any) -> None:
-        """A trial ended with a result whose checkpoint never came: no retry will redo that
-        epoch, so its result is kept, without a checkpoint."""
+        """Write a result whose checkpoint never came, without one: the trial ended (no
+        retry will redo that epoch) or moved on past it."""
         report = self._waiting.pop(trial.trial_id, None)
         if report is not None:
             self.store.add_report(self._trial_id(trial), **report, mode=self.mode)

@@ -69,6 +69,9 @@ def test_a_result_reaches_sql_with_its_checkpoint_and_a_lost_one_is_redone(store
     # is kept when the trial ends (no retry will redo it).
     callback.on_trial_result(0, [], trial, {**_result(3, 0.7), "should_checkpoint": False})
     callback.on_trial_result(0, [], trial, _result(4, 0.8))
+    callback.on_trial_result(0, [], trial, _result(5, 0.85))  # never overwrites the one still waiting
+    callback.on_checkpoint(0, [], trial, SimpleNamespace(path="/ckpt/e5"))
+    callback.on_trial_result(0, [], trial, _result(6, 0.9))
     callback.on_trial_complete(0, [], trial)
-    assert epochs()[2:] == [(2, 3, None), (2, 4, None)]
+    assert epochs()[2:] == [(2, 3, None), (2, 4, None), (2, 5, "/ckpt/e5"), (2, 6, None)]
     assert store.get_trial(study.id, ours.id).state == "completed"
