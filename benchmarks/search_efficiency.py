@@ -7,7 +7,7 @@ hidden 32, 2 layers, seeded) on sst2 and rte (a fixed sample of 200 training and
 64 tokens, 2 epochs): cheap, but near chance, so TPE and random barely differ on it.
 ``--model minilm --trials 12``: the pretrained all-MiniLM-L6-v2 on sst2 and stsb (200
 training and 200 dev rows, 64 tokens, 1 epoch), whose score depends strongly on lr, as in
-practice (about 20 minutes on 2 cores; not yet run to completion here). Every trial uses
+practice (about 30 minutes on 2 cores; not yet run to completion here). Every trial uses
 the same training seed, so a configuration always scores the same: only the searcher differs.
 
 Each search is the study's own searcher (:func:`make_searcher` with ``algorithm: tpe``,
@@ -17,7 +17,7 @@ Ray cluster). Runs alternate between the algorithms, seed by seed. Reported: bes
 objective against trial count and against wall time, mean ± std over seeds.
 
     python benchmarks/search_efficiency.py            # full: 2 algorithms x 3 seeds x 16 trials, tiny model
-    python benchmarks/search_efficiency.py --model minilm --trials 12   # the telling objective, ~20 min (search_efficiency_minilm.*)
+    python benchmarks/search_efficiency.py --model minilm --trials 12   # the telling objective, ~30 min (search_efficiency_minilm.*)
     python benchmarks/search_efficiency.py --smoke    # 3 trials, 1 seed
 
 Results: benchmarks/results/search_efficiency.{json,md,png}. Data: ../shared/data (never copied).
