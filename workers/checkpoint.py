@@ -97,14 +97,8 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         ValueError: the directory is not a checkpoint, or its tensors do not fit the model.
     """
     folder = Path(directory)
-    missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE, SPEC_FILE, INFO_FILE) if not (folder / n).is_file()]
-    if missing:
-        raise ValueError(f"{folder} is not a checkpoint: missing {', '.join(missing)}")
-    info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
-    if info.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{folder}: unsupported checkpoint format {info.get('format_version')!r}")
-    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    spec = parse_spec(json.loads((folder / SPEC_FILE).read_text(encoding="utf-8")))
+    info, config, spec_data = _read_metadata(folder)
+    spec = parse_spec(spec_data)
     model = build_model(
         spec.model, method=spec.method, config=config, tasks=checkpoint_tasks(info), total_steps=int(info["total_steps"]),
         peml=spec.peml,
@@ -113,6 +107,22 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
     model.to(device)
     model.eval()
     return LoadedCheckpoint(model=model, spec=spec, config=config, info=info)
+
+
+def _read_metadata(folder: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A checkpoint's info, trial config and (unparsed) spec, after checking every file is there.
+
+    Raises:
+        ValueError: a file is missing or the format is not this version's.
+    """
+    missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE, SPEC_FILE, INFO_FILE) if not (folder / n).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is not a checkpoint: missing {', '.join(missing)}")
+    info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+    if info.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{folder}: unsupported checkpoint format {info.get('format_version')!r}")
+    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    return info, config, json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
 
 
 def load_weights(directory: str | Path, model: MultiTaskBase) -> None:
@@ -150,9 +160,7 @@ def newest_resumable(directories: Iterable[str | Path]) -> Path | None:
     for directory in directories:
         folder = Path(directory)
         try:
-            info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
-            json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-            json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
+            info, _, _ = _read_metadata(folder)
             load_file(str(folder / WEIGHTS_FILE))
             load_training_state(folder)
             epoch = int(info["epoch"])

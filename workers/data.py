@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from searchsvc.spec import StudySpec, TaskSpec
+from searchsvc.spec import SUBSETS, StudySpec, TaskSpec
 from workers.text2text.verbalize import Verbalizer
 
 METRICS: tuple[str, ...] = ("accuracy", "f1", "macro_f1", "matthews_corrcoef", "pearson", "spearman")
@@ -194,8 +194,8 @@ def load_task(
     metrics = _metrics_from_meta(meta, meta_path, kind)
     verbalizer = _verbalizer_from_meta(meta, meta_path, kind, labels, label_type)
     encoder = _LabelEncoder(kind, labels, label_type)
-    if subset not in ("random", "first"):
-        raise ValueError(f"subset must be 'random' or 'first', got {subset!r}")
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be {' or '.join(map(repr, SUBSETS))}, got {subset!r}")
 
     def pick(split: str, limit: int | None) -> RowPicker:
         return RowPicker(limit, None if subset == "first" else random.Random(f"{subset_seed}/{task.name}/{split}"))
