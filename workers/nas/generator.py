@@ -158,6 +158,9 @@ class SearchedPrefix(PrefixGenerator):
             ValueError: the config does not fit the constructor or describes an invalid candidate.
         """
         kwargs = dict(config)
+        # Configs written before the output gain existed ran their cells ungained: an
+        # artifact exported then must predict as it did, not with today's default.
+        kwargs.setdefault("output_scale", 1.0)
         raw = kwargs.get("candidates")
         if raw is not None:
             try:

@@ -248,6 +248,9 @@ def test_the_cells_output_is_scaled_before_the_output_layer() -> None:
         expected = torch.nn.functional.linear(0.1 * x, full.output.proj.weight, full.output.proj.bias)
         assert torch.allclose(gentle.output.proj(gentle.transform(gentle.vectors)), expected, atol=1e-6)
     assert SearchedPrefix.from_config(gentle.to_config()).output_scale == 0.1
+    # A config saved before the gain existed (no output_scale) rebuilds the ungained cells it was trained with.
+    old = {k: v for k, v in gentle.to_config().items() if k != "output_scale"}
+    assert SearchedPrefix.from_config(old).output_scale == 1.0
 
 
 def test_at_minilm_geometry_the_prefix_starts_at_a_plain_prefix_scale() -> None:
