@@ -20,7 +20,7 @@ from searchsvc.errors import SpecError
 
 # Methods the trainers implement. The spec refuses any other name, so a typo fails at
 # submission rather than an hour later on a worker.
-METHODS: tuple[str, ...] = ("peml", "lora", "prefix", "lora+prefix", "adalora")
+METHODS: tuple[str, ...] = ("peml", "lora", "prefix", "lora+prefix", "adalora", "head")
 ALGORITHMS: tuple[str, ...] = ("tpe", "hyperopt", "random")
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
 SAMPLING: tuple[str, ...] = ("proportional", "temperature", "round_robin")

@@ -6,7 +6,9 @@ Methods (``spec.method``):
 - ``adalora``:     AdaLoRA (HF PEFT), whose rank budget shrinks over ``total_steps``;
 - ``prefix``:      a plain key/value prefix (:class:`workers.prefix.PlainPrefix`);
 - ``lora+prefix``: both;
-- ``peml``:        the searched prefix (``workers/nas``); not built here yet.
+- ``peml``:        LoRA and the searched prefix (``workers/nas``);
+- ``head``:        nothing in the encoder: the frozen model with trained task heads (encoders) or,
+                   text-to-text, the frozen model scoring label texts: the floor every method must clear.
 
 The family (:mod:`workers.family`) decides the kind of model: an encoder gets one head per
 task (:class:`workers.encoder.MultiTaskModel`); an encoder-decoder or a causal decoder is
@@ -42,6 +44,7 @@ from workers.text2text.verbalize import Verbalizer
 
 __all__ = [
     "ADALORA_ORTH_WEIGHT",
+    "HEAD_METHOD",
     "LORA_METHODS",
     "PREFIX_METHODS",
     "HeadInfo",
@@ -56,6 +59,7 @@ __all__ = [
 
 LORA_METHODS = frozenset({"lora", "lora+prefix", "adalora", "peml"})
 PREFIX_METHODS = frozenset({"prefix", "lora+prefix", "peml"})
+HEAD_METHOD = "head"  # the frozen encoder: only the task heads train
 
 # Attention projection names per family, tried in order; the first pair fully present wins.
 _TARGET_CANDIDATES: tuple[tuple[str, ...], ...] = (
@@ -87,7 +91,7 @@ def build_model(
     Raises:
         ValueError: unknown method, or no LoRA target modules found in the model.
     """
-    if method not in LORA_METHODS | PREFIX_METHODS:
+    if method not in LORA_METHODS | PREFIX_METHODS | {HEAD_METHOD}:
         raise ValueError(f"unknown method {method!r}")
     family = detect_family(AutoConfig.from_pretrained(model_path))
     base = load_base(model_path, family)
