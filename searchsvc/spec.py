@@ -25,6 +25,15 @@ ALGORITHMS: tuple[str, ...] = ("tpe", "hyperopt", "random")
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
 SAMPLING: tuple[str, ...] = ("proportional", "temperature", "round_robin")
 SUBSETS: tuple[str, ...] = ("random", "first")
+PAIR_ENCODINGS: tuple[str, ...] = ("auto", "packed", "separate")
+SELECTIONS: tuple[str, ...] = ("holdout", "dev")
+LOSS_BALANCES: tuple[str, ...] = ("rms", "none")
+# The key of every report that holds the study's metric, measured where selection may look
+# (the held-out rows, not the reported dev split): Tune, the searcher, ASHA, the best
+# checkpoint and the store all rank trials and epochs by it, and by nothing else.
+OBJECTIVE_KEY = "objective"
+# Report keys of the selection split are the dev split's keys with this prefix.
+SELECTION_PREFIX = "val/"
 SCHEDULES: tuple[str, ...] = ("simultaneous", "bilevel", "lora_first", "prefix_first")
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "leaky_relu", "gelu")
 # A task's sampling weight is searchable as ``weight_<task name>``.
@@ -204,6 +213,32 @@ class TrainSpec(_Strict):
     subset: str = Field("random", description="how the max_*_examples rows are picked: 'random' (a fixed sample, "
                                               "the same in every trial whatever seed) or 'first' (the file's first rows)")
     subset_seed: int = Field(0, description="the seed of the 'random' subset")
+    pair_encoding: str = Field("auto", description="sentence pairs: 'packed' (one sequence), 'separate' (each text "
+                                                   "encoded alone, heads on [u, v, |u-v|, u*v], cosine for regression), "
+                                                   "or 'auto' (separate for bi-encoder checkpoints, else packed)")
+    selection: str = Field("holdout", description="where epochs and trials are selected: 'holdout' (holdout_fraction "
+                                                  "of each task's training rows, seeded by subset_seed; the dev split "
+                                                  "is then only reported) or 'dev' (the dev split itself: its scores "
+                                                  "are then optimistic)")
+    holdout_fraction: float = Field(0.2, gt=0.0, le=0.5, description="share of training rows held out for selection")
+    loss_balance: str = Field("rms", description="'rms': each task's loss divided by the square root of its running "
+                                                 "mean, so a regression MSE and a cross-entropy pull with gradients of "
+                                                 "one scale; 'none': the plain mean")
+
+    @field_validator("pair_encoding")
+    @classmethod
+    def _known_pair_encoding(cls, value: str) -> str:
+        return _one_of(value, PAIR_ENCODINGS, "pair_encoding")
+
+    @field_validator("selection")
+    @classmethod
+    def _known_selection(cls, value: str) -> str:
+        return _one_of(value, SELECTIONS, "selection")
+
+    @field_validator("loss_balance")
+    @classmethod
+    def _known_loss_balance(cls, value: str) -> str:
+        return _one_of(value, LOSS_BALANCES, "loss_balance")
 
     @field_validator("sampling")
     @classmethod

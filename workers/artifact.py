@@ -152,6 +152,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> Predictor:
         prefix=prefix,
         prefix_attention=prefix_attention,
         verbalizers=verbalizers,
+        pair_encoding=str(manifest.get("pair_encoding", "packed")),
     )
     if manifest.get("heads"):
         heads = getattr(model, "heads", None)

@@ -100,8 +100,8 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
     info, config, spec_data = _read_metadata(folder)
     spec = parse_spec(spec_data)
     model = build_model(
-        spec.model, method=spec.method, config=config, tasks=checkpoint_tasks(info), total_steps=int(info["total_steps"]),
-        peml=spec.peml,
+        spec.model, method=str(info.get("method", spec.method)), config=config, tasks=checkpoint_tasks(info),
+        total_steps=int(info["total_steps"]), peml=spec.peml, pair_encoding=str(info.get("pair_encoding", "packed")),
     )
     load_weights(folder, model)
     model.to(device)

@@ -4,6 +4,12 @@ Pooling: every head reads the *mean of the last hidden states over non-padding t
 which suits sentence-embedding checkpoints like all-MiniLM-L6-v2 (trained with exactly
 this pooling) as well as plain BERT.
 
+Pairs encoded ``separate`` (see :mod:`workers.batching`) give a head two embeddings u and
+v: a classification head reads ``[u, v, |u−v|, u·v]`` (Sentence-BERT's features plus the
+product); a regression head reads ``cos(u, v)`` through a learned affine map that starts
+at the identity, so an untrained head already scores what the frozen bi-encoder scores
+zero-shot, and training can only start from there.
+
 Regression heads learn the label scaled to [0, 1] (MSE there) and predict
 ``clamp(output, 0, 1)`` mapped back to the label range, so outputs always lie in range.
 """
@@ -42,21 +48,42 @@ class HeadInfo:
         return cls(kind=str(data["kind"]), labels=tuple(data["labels"]))
 
 
-class TaskHead(nn.Module):
-    """Dropout + Linear on the pooled representation; owns its loss and its predictions."""
+PAIR_FEATURES = 4  # [u, v, |u-v|, u*v]
 
-    def __init__(self, hidden_size: int, info: HeadInfo, *, dropout: float = 0.1) -> None:
+
+class TaskHead(nn.Module):
+    """Dropout + Linear on the pooled representation; owns its loss and its predictions.
+
+    ``pair=True``: the task's pairs are encoded separately and the head reads both
+    embeddings (module docstring); ``forward(u, v)``.
+    """
+
+    def __init__(self, hidden_size: int, info: HeadInfo, *, dropout: float = 0.1, pair: bool = False) -> None:
         super().__init__()
         if info.kind not in ("classification", "regression"):
             raise ValueError(f"unknown head kind {info.kind!r}")
         self.kind = info.kind
+        self.pair = pair
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden_size, info.num_outputs)
+        if pair and info.kind == "regression":
+            self.linear = nn.Linear(1, 1)  # on cos(u, v): identity at start
+            with torch.no_grad():
+                self.linear.weight.fill_(1.0)
+                self.linear.bias.zero_()
+        else:
+            self.linear = nn.Linear(hidden_size * (PAIR_FEATURES if pair else 1), info.num_outputs)
         low, high = (float(info.labels[0]), float(info.labels[1])) if info.kind == "regression" else (0.0, 1.0)
         self.low, self.high = low, high
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(pooled))
+    def forward(self, pooled: torch.Tensor, second: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.pair:
+            return self.linear(self.dropout(pooled))
+        if second is None:
+            raise ValueError("a pair head needs both texts' embeddings")
+        if self.kind == "regression":
+            return self.linear(nn.functional.cosine_similarity(pooled, second, dim=-1).unsqueeze(-1))
+        features = torch.cat([pooled, second, (pooled - second).abs(), pooled * second], dim=-1)
+        return self.linear(self.dropout(features))
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.kind == "regression":
@@ -69,6 +96,9 @@ class TaskHead(nn.Module):
         if self.kind == "regression":
             return outputs.squeeze(-1).clamp(0.0, 1.0) * (self.high - self.low) + self.low
         return outputs.argmax(dim=-1)
+
+
+PAIR_ENCODINGS: tuple[str, ...] = ("packed", "separate")
 
 
 class MultiTaskModel(MultiTaskBase):
@@ -84,11 +114,15 @@ class MultiTaskModel(MultiTaskBase):
         prefix: PrefixGenerator | None = None,
         prefix_attention: PrefixAttention | None = None,
         accepts_token_type_ids: bool = False,
+        pair_encoding: str = "packed",
     ) -> None:
         super().__init__(task_names=list(heads), prefix=prefix, prefix_attention=prefix_attention)
+        if pair_encoding not in PAIR_ENCODINGS:
+            raise ValueError(f"pair_encoding must be one of {PAIR_ENCODINGS}, got {pair_encoding!r}")
         self.encoder = encoder
         self.heads = nn.ModuleDict(dict(heads))
         self.accepts_token_type_ids = accepts_token_type_ids
+        self.pair_encoding = pair_encoding
 
     @property
     def backbone(self) -> nn.Module:
@@ -121,27 +155,36 @@ class MultiTaskModel(MultiTaskBase):
         self, tokenizer: PreTrainedTokenizerBase, task_index: int, examples: Sequence[Example], *, max_seq_len: int
     ) -> EncodedSplit:
         with_types = self.accepts_token_type_ids and "token_type_ids" in tokenizer.model_input_names
-        return encode_examples(tokenizer, examples, max_seq_len=max_seq_len, with_token_types=with_types)
+        separate = self.pair_encoding == "separate" and self.head(self.task_names[task_index]).pair
+        return encode_examples(tokenizer, examples, max_seq_len=max_seq_len, with_token_types=with_types, separate=separate)
 
     def collate(self, parts: Sequence[tuple[int, Any, Sequence[int] | np.ndarray]], *, pad_id: int) -> Batch:
         return collate(parts, pad_id=pad_id)
 
-    def task_losses(self, batch: Batch) -> list[torch.Tensor]:
+    def _head_outputs(self, batch: Batch) -> list[tuple[TaskHead, torch.Tensor, torch.Tensor, int, int]]:
+        """One encoder pass over the batch; per segment ``(head, outputs, first-text embeddings, start, end)``."""
         pooled = self.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        losses = []
-        means = []
+        out = []
         for task, start, end in batch.segments:
             head = self.head(self.task_names[task])
-            losses.append(head.loss(head(pooled[start:end]), batch.labels[start:end]))
-            means.append(pooled[start:end].mean(dim=0))
+            first = pooled[start:end]
+            second = None
+            if head.pair:
+                if batch.pair_rows is None:
+                    raise ValueError(f"task {self.task_names[task]!r} has a pair head but its batch was packed")
+                second = pooled[batch.pair_rows[start:end]]
+            out.append((head, head(first, second), first, start, end))
+        return out
+
+    def task_losses(self, batch: Batch) -> list[torch.Tensor]:
+        parts = self._head_outputs(batch)
+        losses = [head.loss(outputs, batch.labels[start:end]) for head, outputs, _, start, end in parts]
         # Each task's mean representation in this step, for the task-similarity regularizer.
-        self.last_task_means: list[torch.Tensor] = means
+        self.last_task_means: list[torch.Tensor] = [first.mean(dim=0) for _, _, first, _, _ in parts]
         return losses
 
     def predict_batch(self, batch: Batch) -> torch.Tensor:
-        pooled = self.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        out = torch.empty(pooled.shape[0], dtype=torch.float32, device=pooled.device)
-        for task, start, end in batch.segments:
-            head = self.head(self.task_names[task])
-            out[start:end] = head.predict(head(pooled[start:end])).float()
+        out = torch.empty(batch.num_rows, dtype=torch.float32, device=batch.labels.device)
+        for head, outputs, _, start, end in self._head_outputs(batch):
+            out[start:end] = head.predict(outputs).float()
         return out

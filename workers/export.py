@@ -115,8 +115,9 @@ def _write(loaded: LoadedCheckpoint, staging: Path) -> None:
     manifest = {
         "format_version": ARTIFACT_FORMAT,
         "family": model.family,
-        "method": spec.method,
+        "method": info.get("method", spec.method),
         "base_model": spec.model,
+        "pair_encoding": getattr(model, "pair_encoding", "packed"),
         "merged": MERGED_DIR,
         "max_seq_len": int(info.get("max_seq_len", spec.train.max_seq_len)),
         "tasks": [

@@ -23,6 +23,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from peft import AdaLoraConfig, LoraConfig, get_peft_model
@@ -32,7 +33,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedT
 from searchsvc.spec import PemlSpec
 from workers.batching import prepare_tokenizer
 from workers.data import TaskInfo
-from workers.encoder import HeadInfo, MultiTaskModel, TaskHead
+from workers.encoder import PAIR_ENCODINGS, HeadInfo, MultiTaskModel, TaskHead
 from workers.family import TEXT2TEXT_FAMILIES, detect_family, hidden_size, load_base
 from workers.injection import PrefixAttention
 from workers.multitask import ADALORA_ORTH_WEIGHT, MultiTaskBase
@@ -55,7 +56,12 @@ __all__ = [
     "assemble_model",
     "build_model",
     "lora_target_modules",
+    "resolve_pair_encoding",
 ]
+
+# Files a sentence-transformers checkpoint carries beside its transformers files: such a
+# model was trained as a bi-encoder (each text alone, then compared).
+BI_ENCODER_MARKERS = ("config_sentence_transformers.json", "sentence_bert_config.json", "modules.json")
 
 LORA_METHODS = frozenset({"lora", "lora+prefix", "adalora", "peml"})
 PREFIX_METHODS = frozenset({"prefix", "lora+prefix", "peml"})
@@ -80,6 +86,7 @@ def build_model(
     total_steps: int,
     tokenizer: PreTrainedTokenizerBase | None = None,
     peml: PemlSpec | None = None,
+    pair_encoding: str = "packed",
 ) -> MultiTaskBase:
     """Load the base model, freeze it, and add the method's trainable parts (and heads, for encoders).
 
@@ -87,13 +94,17 @@ def build_model(
     ``tasks`` are in the study's order; ``total_steps`` is the planned number of optimizer
     steps (AdaLoRA's schedule needs it). ``tokenizer`` defaults to the model's own.
     ``peml``: the study's PrefixNAS settings (method ``peml``; defaults when None).
+    ``pair_encoding``: ``packed`` or ``separate`` (resolved: see :func:`resolve_pair_encoding`).
 
     Raises:
-        ValueError: unknown method, or no LoRA target modules found in the model.
+        ValueError: unknown method, no LoRA target modules found in the model, or a
+            method with nothing to train (``head`` on a text-to-text model).
     """
     if method not in LORA_METHODS | PREFIX_METHODS | {HEAD_METHOD}:
         raise ValueError(f"unknown method {method!r}")
     family = detect_family(AutoConfig.from_pretrained(model_path))
+    if method == HEAD_METHOD and family in TEXT2TEXT_FAMILIES:
+        raise ValueError(f"method 'head' trains task heads only, and a {family} model has none: use lora, prefix, ...")
     base = load_base(model_path, family)
     prefix_attention = PrefixAttention(base) if method in PREFIX_METHODS else None
     for p in base.parameters():
@@ -120,8 +131,33 @@ def build_model(
     if tokenizer is None and family in TEXT2TEXT_FAMILIES:
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_path))
     return assemble_model(
-        backbone, base=base, family=family, tasks=tasks, tokenizer=tokenizer, prefix=prefix, prefix_attention=prefix_attention
+        backbone, base=base, family=family, tasks=tasks, tokenizer=tokenizer, prefix=prefix, prefix_attention=prefix_attention,
+        pair_encoding=pair_encoding,
     )
+
+
+def resolve_pair_encoding(requested: str, model_path: str) -> str:
+    """``packed`` or ``separate`` for ``train.pair_encoding`` (``auto``, ``packed``, ``separate``).
+
+    ``auto`` is ``separate`` for a bi-encoder checkpoint (a sentence-transformers folder,
+    :data:`BI_ENCODER_MARKERS`: its embeddings were trained to be compared, and packing a
+    pair into one sequence throws that away) and ``packed`` for anything else. Text-to-text
+    models read a pair as one prompt: ``separate`` is refused for them.
+
+    Raises:
+        ValueError: ``separate`` for a text-to-text model, or an unknown value.
+    """
+    if requested not in ("auto", *PAIR_ENCODINGS):
+        raise ValueError(f"train.pair_encoding must be auto, packed or separate, got {requested!r}")
+    family = detect_family(AutoConfig.from_pretrained(model_path))
+    if family in TEXT2TEXT_FAMILIES:
+        if requested == "separate":
+            raise ValueError(f"train.pair_encoding: separate needs an encoder model; {model_path!r} is {family}")
+        return "packed"
+    if requested != "auto":
+        return requested
+    folder = Path(model_path)
+    return "separate" if any((folder / marker).is_file() for marker in BI_ENCODER_MARKERS) else "packed"
 
 
 def assemble_model(
@@ -134,11 +170,13 @@ def assemble_model(
     prefix: PrefixGenerator | None,
     prefix_attention: PrefixAttention | None,
     verbalizers: Mapping[str, Verbalizer] | None = None,
+    pair_encoding: str = "packed",
 ) -> MultiTaskBase:
     """The multi-task model of a family around a ready backbone (``base``, maybe PEFT-wrapped).
 
     ``verbalizers`` fixes a task's label texts (an artifact's stored ones) instead of
-    deriving them from its :class:`TaskInfo`.
+    deriving them from its :class:`TaskInfo`. ``pair_encoding`` (encoders): ``separate``
+    gives every pair task (any shape but ``single``) a head that reads both texts' embeddings.
 
     Raises:
         ValueError: a text-to-text family without a tokenizer.
@@ -156,10 +194,15 @@ def assemble_model(
             backbone, kind=family, formats=formats, special=special, prefix=prefix, prefix_attention=prefix_attention
         )
     width = hidden_size(base.config)
-    heads = {info.name: TaskHead(width, HeadInfo(kind=info.kind, labels=info.labels)) for info in tasks}
+    separate = pair_encoding == "separate"
+    heads = {
+        info.name: TaskHead(width, HeadInfo(kind=info.kind, labels=info.labels), pair=separate and info.shape != "single")
+        for info in tasks
+    }
     accepts_token_type_ids = "token_type_ids" in inspect.signature(base.forward).parameters
     return MultiTaskModel(
-        backbone, heads=heads, prefix=prefix, prefix_attention=prefix_attention, accepts_token_type_ids=accepts_token_type_ids
+        backbone, heads=heads, prefix=prefix, prefix_attention=prefix_attention, accepts_token_type_ids=accepts_token_type_ids,
+        pair_encoding=pair_encoding,
     )
 
 

@@ -97,6 +97,10 @@ class StepBackward:
             if means is not None:
                 terms.append(self.similarity_weight * similarity_penalty(torch.stack(means), self.similarity))
         total = torch.stack([t.reshape(()) for t in terms]).sum() if terms else None
+        if not _named_shared(self.model):  # method 'head': nothing shared, so no conflict to measure or resolve
+            objective = torch.stack(losses).mean()
+            (objective if total is None else objective + total).backward()
+            return {}
         stats = self.coordinator().backward(losses, extra=total)
         out: dict[str, float] = {}
         if stats.coordinated and len(losses) > 1:

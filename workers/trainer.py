@@ -143,6 +143,7 @@ def train_epoch(
     global_step: int,
     backward_fn: BackwardFn | None = None,
     step_hook: StepHook | None = None,
+    balance_fn: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
     max_grad_norm: float | None = MAX_GRAD_NORM,
     description: str = "train",
 ) -> EpochStats:
@@ -151,7 +152,9 @@ def train_epoch(
     ``splits[i]`` is task i's split as the model encoded it (``model.encode_split``), in the
     model's task order. ``global_step`` is the number of steps done before this epoch.
     ``backward_fn`` defaults to :func:`default_backward`; ``max_grad_norm=None`` skips clipping.
-    The reported loss is the plain mean of the task losses, whatever ``backward_fn`` weights.
+    ``balance_fn`` re-weights the task losses before ``backward_fn`` sees them
+    (:class:`workers.balance.LossBalancer`). The reported loss is the plain mean of the
+    task losses, whatever ``balance_fn`` or ``backward_fn`` weight.
     """
     backward = backward_fn or default_backward
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -167,7 +170,7 @@ def train_epoch(
         batch = model.collate(parts, pad_id=pad_id).to(device)
         losses = model.task_losses(batch)
         extra = model.regularization()
-        diagnostics = backward(losses, extra)
+        diagnostics = backward(balance_fn(losses) if balance_fn is not None else losses, extra)
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
         optimizer.step()

@@ -24,7 +24,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from searchsvc.spec import StudySpec, parse_spec
+from searchsvc.spec import OBJECTIVE_KEY, StudySpec, parse_spec
 from searchsvc.store import Store
 
 log = logging.getLogger("searchsvc.runner")
@@ -74,17 +74,17 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
             search_alg=make_searcher(search, max_concurrent=max_concurrent, storage=storage, study_name=experiment_name(study_id)),
             scheduler=_scheduler(spec),
             num_samples=search.num_trials,
-            metric=search.metric,
+            metric=OBJECTIVE_KEY,  # search.metric as the trial measured it, on the selection split
             mode=search.mode,
         ),
         run_config=tune.RunConfig(
             name=experiment_name(study_id),
             storage_path=str(storage_dir),
-            callbacks=[StoreCallback(store, study_id, metric=search.metric, mode=search.mode)],
+            callbacks=[StoreCallback(store, study_id, metric=OBJECTIVE_KEY, mode=search.mode)],
             stop=StopWhenRequested(store, study_id),
             # Ray keeps the latest checkpoint (to resume from) besides the best one (the artifact).
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode
+                num_to_keep=1, checkpoint_score_attribute=OBJECTIVE_KEY, checkpoint_score_order=search.mode
             ),
             failure_config=tune.FailureConfig(max_failures=search.max_retries),
             verbose=1,
