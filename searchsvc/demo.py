@@ -95,7 +95,7 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
     metrics = report["metrics"]
     print()
     print(f"best of {len(trials_seen)} trials: trial #{best['trial']['number']}, epoch {report['epoch']}, "
-          f"avg_dev_score {best['objective']:.4f}")
+          f"avg_dev_score {metrics['avg_dev_score']:.4f} (selected on held-out training rows: {best['objective']:.4f})")
     print("best configuration:")
     for key, value in sorted(best["trial"]["config"].items()):
         print(f"  {key:<16} {value:.6g}" if isinstance(value, float) else f"  {key:<16} {value}")
