@@ -239,7 +239,8 @@ def to_texts(shape: str, record: dict[str, Any]) -> tuple[str, str | None]:
     """Reduce a record of a known shape to ``(text_a, text_b)``.
 
     COPA becomes ``premise + "What was the cause/effect?"`` paired with both choices, so a
-    two-way head picks the choice; WiC puts the target word in front of the first sentence.
+    two-way head picks the choice; WiC puts the target word in front of both sentences (so
+each text says which word is meant when a bi-encoder reads it alone).
     """
     if shape == "single":
         return _text(record, "text"), None
@@ -254,7 +255,8 @@ def to_texts(shape: str, record: dict[str, Any]) -> tuple[str, str | None]:
         premise = _text(record, "premise")
         return f"{premise} What was the {question}?", f"{_text(record, 'choice1')} / {_text(record, 'choice2')}"
     if shape == "wic":
-        return f"{_text(record, 'word')}: {_text(record, 'sentence1')}", _text(record, "sentence2")
+        word = _text(record, "word")
+        return f"{word}: {_text(record, 'sentence1')}", f"{word}: {_text(record, 'sentence2')}"
     raise ValueError(f"unknown shape {shape!r}")
 
 

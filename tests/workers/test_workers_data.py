@@ -95,7 +95,7 @@ def test_copa_and_wic_encodings(tmp_path: Path) -> None:
     )
     task = _load(wic)
     assert task.shape == "wic"
-    assert task.train == (Example("carry: You carry gear .", "Sound carries .", 0),)
+    assert task.train == (Example("carry: You carry gear .", "carry: Sound carries .", 0),)
     assert task.dev[0].label == 1
 
 
