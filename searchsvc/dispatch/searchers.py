@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -63,10 +64,12 @@ def _tpe(search: SearchSpec, *, storage: Any = None, study_name: str | None = No
     # group=True: with method as a choice, TPE models each set of parameters that were
     # sampled together (one per method) jointly, instead of falling back to independent
     # sampling for the parameters not every trial has.
-    sampler = optuna.samplers.TPESampler(
-        seed=search.seed, n_startup_trials=_startup_trials(search), multivariate=True, constant_liar=True,
-        group=is_conditional(search),
-    )
+    with warnings.catch_warnings():  # group is "experimental" since Optuna 2.8; we rely on it knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=search.seed, n_startup_trials=_startup_trials(search), multivariate=True, constant_liar=True,
+            group=is_conditional(search),
+        )
     return _optuna_search(search, sampler, storage=storage, study_name=study_name)
 
 
