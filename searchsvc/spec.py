@@ -75,7 +75,7 @@ METHOD_HYPERPARAMETERS: dict[str, frozenset[str]] = {
 
 def methods_using(name: str) -> tuple[str, ...]:
     """The methods whose trials read hyperparameter ``name`` (every method for a shared one)."""
-    users = tuple(method for method in METHODS if name in METHOD_HYPERPARAMETERS[method])
+    users = tuple(method for method in METHODS if name in METHOD_HYPERPARAMETERS.get(method, ()))
     specific = any(name in names for names in METHOD_HYPERPARAMETERS.values())
     return users if specific else METHODS
 
