@@ -101,3 +101,9 @@ def test_asha_stops_weak_trials_and_tpe_learns_every_trials_value(local_ray: Non
     told = sorted((t.params["method"], t.params["lr"], t.value) for t in history)
     reached = sorted((r.config["method"], r.config["lr"], r.metrics["avg_dev_score"]) for r in results)
     assert told == reached
+
+    # A restored experiment (a paused study, a restarted control plane) unpickles the
+    # searcher with its define-by-run space and SQL storage, and finds nothing left to run.
+    assert list((tmp_path / "ray" / "asha-tpe").glob("searcher-state-*.pkl"))  # what the restore unpickles
+    restored = tune.Tuner.restore(str(tmp_path / "ray" / "asha-tpe"), trainable=tune.with_resources(_fake_trial, {"cpu": 1}))
+    assert sorted(r.metrics["avg_dev_score"] for r in restored.fit()) == sorted(x[2] for x in reached)
