@@ -415,6 +415,9 @@ def _space_problems(spec: StudySpec, task_names: Any) -> list[tuple[str, str]]:
             if message:
                 problems.append((path, message))
                 break
+        unused = _setting_problem(spec, name)
+        if unused:
+            problems.append((path, unused))
         users = methods_using(name)
         if methods is None:
             if dim.when is not None:
@@ -433,6 +436,15 @@ def _space_problems(spec: StudySpec, task_names: Any) -> list[tuple[str, str]]:
         if not any(method in users for method in methods):
             problems.append((path, f"no method of search.space.method {methods} uses {name} (used by {', '.join(users)})"))
     return problems
+
+
+def _setting_problem(spec: StudySpec, name: str) -> str | None:
+    """Shared hyperparameters that only a setting of the spec makes the trainer read."""
+    if name == "grad_alpha" and not spec.coordination.enabled:
+        return "grad_alpha (the task weights' sensitivity) is read only with coordination.enabled: true"
+    if name == "sampling_temperature" and spec.train.sampling != "temperature":
+        return f"sampling_temperature is read only with train.sampling: temperature (not {spec.train.sampling!r})"
+    return None
 
 
 def _method_dimension_problems(search: SearchSpec) -> list[tuple[str, str]]:

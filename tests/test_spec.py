@@ -195,6 +195,10 @@ def test_method_as_a_choice_samples_each_dimension_for_the_methods_that_read_it(
          "search.space.lr.when", "needs 'method' as a choice"),
         # A fixed method refuses a dimension it would silently ignore (the default method is lora+prefix).
         ({"nas_cells": {"type": "int", "low": 1, "high": 3}}, "tpe", "search.space.nas_cells", "method 'lora+prefix' does not use nas_cells"),
+        # ...and one a setting of the spec leaves unread (coordination is off, sampling proportional by default).
+        ({"grad_alpha": {"type": "uniform", "low": 0, "high": 5}}, "tpe", "search.space.grad_alpha", "coordination.enabled: true"),
+        ({"sampling_temperature": {"type": "uniform", "low": 1, "high": 5}}, "tpe", "search.space.sampling_temperature",
+         "train.sampling: temperature (not 'proportional')"),
     ],
 )
 def test_bad_method_combinations_are_refused_naming_the_field(
@@ -203,6 +207,12 @@ def test_bad_method_combinations_are_refused_naming_the_field(
     problems = problems_of(with_space(minimal_spec, space, algorithm=algorithm))
     assert expected_path in problems, problems
     assert words in problems[expected_path], problems[expected_path]
+
+
+def test_settings_that_read_a_shared_hyperparameter_make_it_searchable(minimal_spec: dict) -> None:
+    spec = parse_spec({**minimal_spec, "coordination": {"enabled": True}, "train": {"sampling": "temperature"}, "search": {
+        "space": {"grad_alpha": {"type": "uniform", "low": 0, "high": 5}, "sampling_temperature": {"type": "uniform", "low": 1, "high": 5}}}})
+    assert set(spec.search.space) == {"grad_alpha", "sampling_temperature"}
 
 
 def test_method_is_a_config_key_only_as_a_method_name() -> None:
