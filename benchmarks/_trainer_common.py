@@ -235,12 +235,13 @@ def run_search(
     import optuna
 
     from searchsvc.dispatch.searchers import make_searcher
-    from searchsvc.dispatch.space import tune_space
+    from searchsvc.dispatch.space import param_space
+    from searchsvc.spec import OBJECTIVE_KEY
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "study created" line per search is noise here
     search = spec.search
     searcher = make_searcher(search, max_concurrent=1)
-    searcher.set_search_properties(search.metric, search.mode, tune_space(search))
+    searcher.set_search_properties(OBJECTIVE_KEY, search.mode, param_space(search))
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
     for number in range(search.num_trials):
@@ -256,7 +257,7 @@ def run_search(
             searcher.on_trial_complete(trial_id, error=True)
             error = f"{type(exc).__name__}: {exc}"
         else:
-            searcher.on_trial_complete(trial_id, result={search.metric: value})
+            searcher.on_trial_complete(trial_id, result={OBJECTIVE_KEY: value})
             error = None
         record = {"number": number, "config": {k: _plain(v) for k, v in config.items()}, "objective": value,
                   "seconds": time.perf_counter() - trial_started, "elapsed": time.perf_counter() - started}

@@ -197,7 +197,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from searchsvc.client import load_spec
     from searchsvc.errors import SpecError
-    from searchsvc.spec import DEFAULT_HYPERPARAMETERS, HYPERPARAMETERS, parse_spec
+    from searchsvc.spec import (DEFAULT_HYPERPARAMETERS, HYPERPARAMETERS, METHOD_KEY, METHODS, TASK_WEIGHT_PREFIX,
+                                hyperparameter_rule, parse_spec)
 
     try:
         spec = parse_spec(load_spec(Path(args.spec)))
@@ -206,9 +207,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{path}: {message}", file=sys.stderr)
         return 2
     config = {**DEFAULT_HYPERPARAMETERS, **_parse_overrides(args.set or [])}
-    unknown = sorted(set(config) - set(HYPERPARAMETERS))
+    # The keys a trial config may hold, as the spec's search space accepts them: the task
+    # weights (weight_<task>, for this spec's tasks) and the method too.
+    unknown = sorted(key for key in config if hyperparameter_rule(key, spec.task_names()) is None)
     if unknown:
-        print(f"--set: unknown hyperparameters {unknown}; known: {sorted(HYPERPARAMETERS)}", file=sys.stderr)
+        known = sorted(HYPERPARAMETERS) + [METHOD_KEY] + [f"{TASK_WEIGHT_PREFIX}{name}" for name in spec.task_names()]
+        print(f"--set: unknown hyperparameters {unknown}; known: {', '.join(known)}", file=sys.stderr)
+        return 2
+    if METHOD_KEY in config and config[METHOD_KEY] not in METHODS:
+        print(f"--set: unknown method {config[METHOD_KEY]!r}; choose one of {', '.join(METHODS)}", file=sys.stderr)
         return 2
     from workers import run_trial
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from searchsvc.errors import NotFoundError
-from searchsvc.spec import parse_spec
+from searchsvc.spec import check_searchable, parse_spec
 from searchsvc.store import Report, Store, Study, Trial, TrialTally, User
 
 
@@ -36,8 +36,12 @@ class StudyService:
         self.store = store
 
     def submit(self, user: User, raw_spec: Any) -> StudyView:
-        """Validate the spec (raises SpecError, storing nothing) and store a pending study."""
-        spec = parse_spec(raw_spec)
+        """Validate the spec (raises SpecError, storing nothing) and store a pending study.
+
+        A submitted study must search something: an empty ``search.space`` is refused here
+        (see :func:`~searchsvc.spec.check_searchable`), not in ``parse_spec``.
+        """
+        spec = check_searchable(parse_spec(raw_spec))
         return self._view(self.store.create_study(user.id, spec))
 
     def get(self, user: User, study_id: int) -> StudyView:

@@ -58,6 +58,36 @@ HYPERPARAMETERS: dict[str, dict[str, Any]] = {
 }
 _TASK_WEIGHT_RULE: dict[str, Any] = {"kind": "float", "min": 0.0, "min_open": True, "max": 100.0}
 
+# ``method`` may itself be searched (a ``choice`` of METHODS in ``search.space``); a trial
+# config then carries ``"method": "<name>"``. It is not in HYPERPARAMETERS: it has no
+# default of its own (the spec's ``method`` is the default) and it is a name, not a number.
+METHOD_KEY = "method"
+_METHOD_RULE: dict[str, Any] = {"kind": "method", "values": METHODS}
+
+# The ONE table of which method reads which method-specific hyperparameter. A hyperparameter
+# of HYPERPARAMETERS that no method lists here is read by every method (lr, weight_decay,
+# warmup_ratio, head_lr_scale, sampling_temperature, grad_alpha with coordination, and the
+# task weights). The search space uses it twice: a fixed method refuses a dimension it
+# would ignore, and with ``method`` as a choice each of these is sampled only in trials
+# whose method reads it, so the searcher's history never holds a value that did nothing.
+_LORA = frozenset({"lora_rank", "lora_alpha", "lora_dropout"})
+_PREFIX = frozenset({"prefix_length"})
+METHOD_HYPERPARAMETERS: dict[str, frozenset[str]] = {
+    "head": frozenset(),
+    "lora": _LORA,
+    "adalora": _LORA,
+    "prefix": _PREFIX,
+    "lora+prefix": _LORA | _PREFIX,
+    "peml": _LORA | _PREFIX | {"nas_cells", "arch_lr", "entropy_lambda"},
+}
+
+
+def methods_using(name: str) -> tuple[str, ...]:
+    """The methods whose trials read hyperparameter ``name`` (every method for a shared one)."""
+    users = tuple(method for method in METHODS if name in METHOD_HYPERPARAMETERS.get(method, ()))
+    specific = any(name in names for names in METHOD_HYPERPARAMETERS.values())
+    return users if specific else METHODS
+
 # The values a trial uses for hyperparameters the space does not search.
 DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
     "lr": 5e-3,
@@ -123,7 +153,22 @@ class TaskSpec(_Strict):
         return str(folder.resolve())
 
 
-class _Uniform(_Strict):
+class When(_Strict):
+    """A dimension's condition: sample it only in trials whose method is one of ``method``.
+
+    Only meaningful with ``method`` as a ``choice`` in the space. Without ``when``, a
+    method-specific hyperparameter is sampled for every method of the choice that reads it
+    (see METHOD_HYPERPARAMETERS); ``when`` narrows that set, it never widens it.
+    """
+
+    method: list[str] = Field(min_length=1)
+
+
+class _Dimension(_Strict):
+    when: When | None = Field(None, description="sample only for these methods (with method as a choice)")
+
+
+class _Uniform(_Dimension):
     type: Literal["uniform"]
     low: float
     high: float
@@ -147,7 +192,7 @@ class _LogUniform(_Uniform):
         return self
 
 
-class _Int(_Strict):
+class _Int(_Dimension):
     type: Literal["int"]
     low: int
     high: int
@@ -162,7 +207,7 @@ class _Int(_Strict):
         return self
 
 
-class _Choice(_Strict):
+class _Choice(_Dimension):
     type: Literal["choice"]
     values: list[Any] = Field(min_length=1)
 
@@ -178,6 +223,15 @@ def dimension_bounds(dim: Dimension) -> list[Any]:
 
 
 class SearchSpec(_Strict):
+    """How a study searches: the algorithm, the budget, the objective and the space.
+
+    ``space`` maps a hyperparameter (a key of HYPERPARAMETERS, ``weight_<task>``, or
+    ``method``) to a dimension. With ``method: {type: choice, values: [lora, peml]}`` the
+    study searches the method too: each trial draws a method, then only the dimensions
+    that method reads (METHOD_HYPERPARAMETERS), narrowed by a dimension's
+    ``when: {method: [...]}``; the rest keep their defaults.
+    """
+
     algorithm: str = "tpe"
     num_trials: int = Field(8, gt=0, le=100_000)
     max_concurrent: int = Field(1, gt=0, le=1024)
@@ -189,6 +243,20 @@ class SearchSpec(_Strict):
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets before it can be stopped")
     reduction_factor: float = Field(3.0, gt=1.0, description="ASHA: keep 1/reduction_factor of trials at each rung")
     max_retries: int = Field(1, ge=0, le=20, description="times a failed trial is run again, from its last checkpoint")
+
+    def method_choices(self) -> list[str] | None:
+        """The methods searched over when ``method`` is a ``choice`` in the space, else None."""
+        dim = self.space.get(METHOD_KEY)
+        return [str(value) for value in dim.values] if isinstance(dim, _Choice) else None
+
+    def sampled_for(self, name: str) -> tuple[str, ...]:
+        """With ``method`` a choice: the methods of the trials that sample dimension ``name``
+        (those of the choice that read it, narrowed by its ``when``)."""
+        allowed = set(methods_using(name))
+        dim = self.space[name]
+        if dim.when is not None:
+            allowed &= set(dim.when.method)
+        return tuple(method for method in self.method_choices() or () if method in allowed)
 
     @field_validator("scheduler")
     @classmethod
@@ -349,11 +417,30 @@ def _cross_field_problems(spec: StudySpec) -> list[tuple[str, str]]:
         if task.name in seen:
             problems.append((f"tasks.{index}.name", f"duplicate task name {task.name!r} (also tasks.{seen[task.name]})"))
         seen.setdefault(task.name, index)
-    for name, dim in spec.search.space.items():
+    problems.extend(_space_problems(spec, seen))
+    metric = spec.search.metric
+    if metric not in ("avg_dev_score", "train_loss"):
+        task, _, _sub = metric.partition("/")
+        if task not in seen or not _sub:
+            problems.append(("search.metric", f"unknown metric {metric!r}; use avg_dev_score, train_loss or '<task>/<metric>'"))
+    return problems
+
+
+def _space_problems(spec: StudySpec, task_names: Any) -> list[tuple[str, str]]:
+    """Every dimension names a hyperparameter in its range, read by some method of the
+    study; ``method`` as a dimension is a choice of METHODS; ``when`` fits that choice."""
+    problems: list[tuple[str, str]] = []
+    search = spec.search
+    methods = search.method_choices()
+    if METHOD_KEY in search.space:
+        problems.extend(_method_dimension_problems(search))
+    for name, dim in search.space.items():
+        if name == METHOD_KEY:
+            continue
         path = f"search.space.{name}"
-        rule = hyperparameter_rule(name, seen)
+        rule = hyperparameter_rule(name, task_names)
         if rule is None:
-            known = ", ".join(sorted(HYPERPARAMETERS) + [f"{TASK_WEIGHT_PREFIX}<task>"])
+            known = ", ".join(sorted(HYPERPARAMETERS) + [METHOD_KEY, f"{TASK_WEIGHT_PREFIX}<task>"])
             problems.append((path, f"unknown hyperparameter; known: {known}"))
             continue
         if rule["kind"] == "int" and isinstance(dim, _Uniform):
@@ -363,19 +450,83 @@ def _cross_field_problems(spec: StudySpec) -> list[tuple[str, str]]:
             if message:
                 problems.append((path, message))
                 break
-    metric = spec.search.metric
-    if metric not in ("avg_dev_score", "train_loss"):
-        task, _, _sub = metric.partition("/")
-        if task not in seen or not _sub:
-            problems.append(("search.metric", f"unknown metric {metric!r}; use avg_dev_score, train_loss or '<task>/<metric>'"))
+        unused = _setting_problem(spec, name)
+        if unused:
+            problems.append((path, unused))
+        users = methods_using(name)
+        if methods is None:
+            if dim.when is not None:
+                problems.append((f"{path}.when", "needs 'method' as a choice in search.space (the study's method is fixed)"))
+            elif spec.method not in users:
+                problems.append((path, f"method {spec.method!r} does not use {name} (used by {', '.join(users)})"))
+            continue
+        if dim.when is not None:
+            for method in dim.when.method:
+                if method not in METHODS:
+                    problems.append((f"{path}.when.method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}"))
+                elif method not in methods:
+                    problems.append((f"{path}.when.method", f"{method!r} is not one of search.space.method's values {methods}"))
+                elif method not in users:
+                    problems.append((f"{path}.when.method", f"{method!r} does not use {name} (used by {', '.join(users)})"))
+        if not any(method in users for method in methods):
+            problems.append((path, f"no method of search.space.method {methods} uses {name} (used by {', '.join(users)})"))
     return problems
+
+
+def _setting_problem(spec: StudySpec, name: str) -> str | None:
+    """Shared hyperparameters that only a setting of the spec makes the trainer read."""
+    if name == "grad_alpha" and not spec.coordination.enabled:
+        return "grad_alpha (the task weights' sensitivity) is read only with coordination.enabled: true"
+    if name == "sampling_temperature" and spec.train.sampling != "temperature":
+        return f"sampling_temperature is read only with train.sampling: temperature (not {spec.train.sampling!r})"
+    return None
+
+
+def _method_dimension_problems(search: SearchSpec) -> list[tuple[str, str]]:
+    path = f"search.space.{METHOD_KEY}"
+    dim = search.space[METHOD_KEY]
+    if not isinstance(dim, _Choice):
+        return [(path, f"method is searched as a 'choice' of {', '.join(METHODS)}, not {dim.type!r}")]
+    problems: list[tuple[str, str]] = []
+    unknown = [value for value in dim.values if value not in METHODS]
+    if unknown:
+        problems.append((f"{path}.values", f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}"))
+    if len(set(map(str, dim.values))) != len(dim.values):
+        problems.append((f"{path}.values", "methods repeat"))
+    if dim.when is not None:
+        problems.append((f"{path}.when", "the method dimension itself cannot be conditional"))
+    if search.algorithm == "hyperopt":
+        problems.append((path, "hyperopt cannot sample a conditional space here; use algorithm 'tpe' or 'random'"))
+    return problems
+
+
+def check_searchable(spec: StudySpec) -> StudySpec:
+    """Refuse a spec that would not search anything; called where a study is SUBMITTED.
+
+    A study with an empty ``search.space`` would run ``num_trials`` copies of the default
+    configuration: budget spent to learn nothing, most likely a forgotten ``space``. Not
+    part of :func:`parse_spec`, because a spec with no space is valid elsewhere:
+    ``searchsvc train`` runs one configuration of it, and benchmarks train once from it.
+
+    Raises:
+        SpecError: naming ``search.space``.
+    """
+    if not spec.search.space:
+        raise SpecError([("search.space", "empty: a study searches at least one hyperparameter (e.g. "
+                                          "lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}); to train one "
+                                          "configuration use `searchsvc train SPEC --set KEY=VALUE`")])
+    return spec
 
 
 def hyperparameter_rule(name: str, task_names: Any) -> dict[str, Any] | None:
     """The accepted values of a trial config key, or None if the key is unknown.
 
     ``weight_<task>`` (a task's sampling weight) is known for every task of the study.
+    ``method`` has the rule ``{"kind": "method", "values": METHODS}``: its value is a
+    method's name (a string), present when the study searches ``method`` as a choice.
     """
+    if name == METHOD_KEY:
+        return _METHOD_RULE
     if name in HYPERPARAMETERS:
         return HYPERPARAMETERS[name]
     if name.startswith(TASK_WEIGHT_PREFIX) and name.removeprefix(TASK_WEIGHT_PREFIX) in task_names:

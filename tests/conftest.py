@@ -32,4 +32,6 @@ def two_tasks(tmp_path: Path) -> list[dict]:
 
 @pytest.fixture
 def minimal_spec(two_tasks: list[dict]) -> dict:
-    return {"name": "t", "model": "some/model", "tasks": two_tasks}
+    """The smallest spec a study can be submitted with: a study searches at least one dimension."""
+    return {"name": "t", "model": "some/model", "tasks": two_tasks,
+            "search": {"space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}}

@@ -38,17 +38,21 @@ def test_train_runs_one_trial_without_ray_or_api(tmp_path: Path, two_tasks: list
             "train": {"max_epochs": 2, "patience": 2, "batch_size": 8, "max_seq_len": 16}}
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
-    result = searchsvc("train", str(spec_file), "--set", "lr=0.01", "--set", "lora_rank=2", "--workdir", str(tmp_path / "w"))
+    result = searchsvc("train", str(spec_file), "--set", "lr=0.01", "--set", "lora_rank=2", "--set", "weight_senti=2.5",
+                       "--workdir", str(tmp_path / "w"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1:" in result.stdout and "epoch 2:" in result.stdout
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["config"]["lr"] == 0.01 and summary["config"]["lora_rank"] == 2
+    assert summary["config"]["weight_senti"] == 2.5  # a task weight, as the spec's search space accepts it
     assert 0.0 <= summary["best"]["avg_dev_score"] <= 1.0
 
 
 @pytest.mark.parametrize(("args", "words"), [
     (["--set", "lr"], "KEY=VALUE"),
     (["--set", "warp=1"], "unknown hyperparameters"),
+    (["--set", "weight_nosuch=1"], "unknown hyperparameters ['weight_nosuch']"),  # not a task of the spec
+    (["--set", "method=magic"], "unknown method 'magic'"),
 ])
 def test_train_rejects_bad_overrides(tmp_path: Path, two_tasks: list[dict], args: list[str], words: str) -> None:
     spec_file = tmp_path / "spec.json"

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from searchsvc.errors import SpecError
-from searchsvc.spec import DEFAULT_HYPERPARAMETERS, HYPERPARAMETERS, parse_spec
+from searchsvc.spec import (
+    DEFAULT_HYPERPARAMETERS,
+    HYPERPARAMETERS,
+    METHOD_HYPERPARAMETERS,
+    METHODS,
+    check_searchable,
+    hyperparameter_rule,
+    methods_using,
+    parse_spec,
+)
 
 
 def problems_of(data: object) -> dict[str, str]:
@@ -127,3 +136,98 @@ def test_not_a_mapping_and_bad_yaml() -> None:
 
 def test_every_hyperparameter_has_a_default() -> None:
     assert set(DEFAULT_HYPERPARAMETERS) == set(HYPERPARAMETERS)
+
+
+# ---- method as a search dimension ----------------------------------------------------------
+
+CHOICE = {"type": "choice", "values": ["lora", "prefix", "peml"]}
+RANK = {"type": "choice", "values": [4, 8]}
+PREFIX = {"type": "int", "low": 2, "high": 20}
+
+
+def with_space(spec: dict, space: dict, **search: object) -> dict:
+    return {**spec, "search": {**search, "space": space}}
+
+
+def test_method_hyperparameters_is_the_one_table_of_who_reads_what() -> None:
+    assert set(METHOD_HYPERPARAMETERS) == set(METHODS)
+    specific = set().union(*METHOD_HYPERPARAMETERS.values())
+    assert specific <= set(HYPERPARAMETERS)
+    assert methods_using("lora_rank") == ("peml", "lora", "lora+prefix", "adalora")  # in METHODS' order
+    assert methods_using("prefix_length") == ("peml", "prefix", "lora+prefix")
+    assert methods_using("nas_cells") == ("peml",)
+    assert methods_using("lr") == METHODS and methods_using("grad_alpha") == METHODS
+    assert METHOD_HYPERPARAMETERS["head"] == frozenset()
+
+
+def test_method_as_a_choice_samples_each_dimension_for_the_methods_that_read_it(minimal_spec: dict) -> None:
+    spec = parse_spec(with_space(minimal_spec, {
+        "method": CHOICE, "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+        "lora_rank": RANK, "prefix_length": {**PREFIX, "when": {"method": ["peml"]}}}))
+    search = spec.search
+    assert search.method_choices() == ["lora", "prefix", "peml"]
+    assert search.sampled_for("lr") == ("lora", "prefix", "peml")
+    assert search.sampled_for("lora_rank") == ("lora", "peml")   # inferred: prefix has no LoRA
+    assert search.sampled_for("prefix_length") == ("peml",)      # narrowed by `when`
+    assert parse_spec(spec.to_dict()) == spec
+    assert parse_spec(minimal_spec).search.method_choices() is None
+
+
+@pytest.mark.parametrize(
+    ("space", "algorithm", "expected_path", "words"),
+    [
+        ({"method": {"type": "uniform", "low": 0, "high": 1}}, "tpe", "search.space.method", "'choice'"),
+        ({"method": {"type": "choice", "values": ["lora", "magic"]}}, "tpe", "search.space.method.values", "unknown method(s) ['magic']"),
+        ({"method": {"type": "choice", "values": ["lora", "lora"]}}, "tpe", "search.space.method.values", "repeat"),
+        ({"method": {**CHOICE, "when": {"method": ["lora"]}}}, "tpe", "search.space.method.when", "cannot be conditional"),
+        ({"method": CHOICE, "lora_rank": RANK}, "hyperopt", "search.space.method", "use algorithm 'tpe' or 'random'"),
+        ({"method": CHOICE, "lora_rank": {**RANK, "when": {"method": ["head"]}}}, "tpe",
+         "search.space.lora_rank.when.method", "'head' is not one of search.space.method's values"),
+        ({"method": CHOICE, "lora_rank": {**RANK, "when": {"method": ["wizard"]}}}, "tpe",
+         "search.space.lora_rank.when.method", "unknown method 'wizard'"),
+        ({"method": CHOICE, "prefix_length": {**PREFIX, "when": {"method": ["lora", "peml"]}}}, "tpe",
+         "search.space.prefix_length.when.method", "'lora' does not use prefix_length"),
+        ({"method": {"type": "choice", "values": ["lora", "prefix"]}, "nas_cells": {"type": "int", "low": 1, "high": 3}}, "tpe",
+         "search.space.nas_cells", "no method of search.space.method ['lora', 'prefix'] uses nas_cells"),
+        ({"method": CHOICE, "lr": {"type": "uniform", "low": 0.1, "high": 0.2, "when": {"method": []}}}, "tpe",
+         "search.space.lr.when.method", "at least 1"),
+        ({"lr": {"type": "uniform", "low": 0.1, "high": 0.2, "when": {"method": ["lora"]}}}, "tpe",
+         "search.space.lr.when", "needs 'method' as a choice"),
+        # A fixed method refuses a dimension it would silently ignore (the default method is lora+prefix).
+        ({"nas_cells": {"type": "int", "low": 1, "high": 3}}, "tpe", "search.space.nas_cells", "method 'lora+prefix' does not use nas_cells"),
+        # ...and one a setting of the spec leaves unread (coordination is off, sampling proportional by default).
+        ({"grad_alpha": {"type": "uniform", "low": 0, "high": 5}}, "tpe", "search.space.grad_alpha", "coordination.enabled: true"),
+        ({"sampling_temperature": {"type": "uniform", "low": 1, "high": 5}}, "tpe", "search.space.sampling_temperature",
+         "train.sampling: temperature (not 'proportional')"),
+    ],
+)
+def test_bad_method_combinations_are_refused_naming_the_field(
+    minimal_spec: dict, space: dict, algorithm: str, expected_path: str, words: str
+) -> None:
+    problems = problems_of(with_space(minimal_spec, space, algorithm=algorithm))
+    assert expected_path in problems, problems
+    assert words in problems[expected_path], problems[expected_path]
+
+
+def test_settings_that_read_a_shared_hyperparameter_make_it_searchable(minimal_spec: dict) -> None:
+    spec = parse_spec({**minimal_spec, "coordination": {"enabled": True}, "train": {"sampling": "temperature"}, "search": {
+        "space": {"grad_alpha": {"type": "uniform", "low": 0, "high": 5}, "sampling_temperature": {"type": "uniform", "low": 1, "high": 5}}}})
+    assert set(spec.search.space) == {"grad_alpha", "sampling_temperature"}
+
+
+def test_method_is_a_config_key_only_as_a_method_name() -> None:
+    """run_trial's resolve_config asks hyperparameter_rule for every key of a trial config."""
+    assert hyperparameter_rule("method", []) == {"kind": "method", "values": METHODS}
+    assert "method" not in HYPERPARAMETERS and "method" not in DEFAULT_HYPERPARAMETERS  # its default is spec.method
+
+
+# ---- submission -----------------------------------------------------------------------------
+
+def test_an_empty_space_parses_but_is_not_searchable(minimal_spec: dict) -> None:
+    """`searchsvc train` runs a spec without a space; a submitted study must search something."""
+    spec = parse_spec({**minimal_spec, "search": {"num_trials": 4}})
+    with pytest.raises(SpecError) as info:
+        check_searchable(spec)
+    (path, message), = info.value.problems
+    assert path == "search.space" and "empty" in message and "searchsvc train" in message
+    assert check_searchable(parse_spec(minimal_spec)).search.space

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from searchsvc.spec import SearchSpec
+from searchsvc.dispatch.space import ConditionalSpace, is_conditional
+from searchsvc.spec import OBJECTIVE_KEY, SearchSpec
 
 SearcherFactory = Callable[..., Searcher]
 _REGISTRY: dict[str, SearcherFactory] = {}
@@ -23,21 +26,51 @@ def register(name: str) -> Callable[[SearcherFactory], SearcherFactory]:
     return decorate
 
 
+# TPE's random start-up: a fifth of the budget (rounded up), so a 12-trial study is 3
+# random trials and 9 guided ones, and a 100-trial study explores 20 before modelling.
+# (The old cap of 10 made large studies commit early; Optuna's fixed default of 10 made a
+# 12-trial study mostly random.) Floor of 2: TPE needs a "good" and a "bad" trial to split.
+STARTUP_FRACTION = 0.2
+MIN_STARTUP_TRIALS = 2
+
+
 def _startup_trials(search: SearchSpec) -> int:
-    """Random trials before TPE models the space: enough to fit, few enough to matter
-    on small budgets (Optuna's default of 10 would make a 12-trial study mostly random)."""
-    return max(2, min(10, search.num_trials // 4))
+    """Random trials before TPE models the space, never more than the budget.
+
+    With ``method`` as a choice, at least one per method: each method's dimensions only
+    enter the model once some trial of that method has run (a random draw does not
+    promise every method a trial, but it makes a never-seen method unlikely).
+    """
+    floor = max(MIN_STARTUP_TRIALS, len(search.method_choices() or ()))
+    return min(search.num_trials, max(floor, math.ceil(STARTUP_FRACTION * search.num_trials)))
+
+
+def _optuna_search(search: SearchSpec, sampler: Any, *, storage: Any, study_name: str | None) -> Searcher:
+    """Ray's OptunaSearch; for a conditional space it owns the define-by-run space, and
+    then needs the metric and mode now (it creates its Optuna study here, with the
+    direction of ``mode``; Tune's later ``set_search_properties`` is a no-op for it)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    if not is_conditional(search):
+        return OptunaSearch(sampler=sampler, storage=storage, study_name=study_name)
+    return OptunaSearch(space=ConditionalSpace(search), metric=OBJECTIVE_KEY, mode=search.mode,
+                        sampler=sampler, storage=storage, study_name=study_name)
 
 
 @register("tpe")
 def _tpe(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    sampler = optuna.samplers.TPESampler(
-        seed=search.seed, n_startup_trials=_startup_trials(search), multivariate=True, constant_liar=True
-    )
-    return OptunaSearch(sampler=sampler, storage=storage, study_name=study_name)
+    # group=True: with method as a choice, TPE models each set of parameters that were
+    # sampled together (one per method) jointly, instead of falling back to independent
+    # sampling for the parameters not every trial has.
+    with warnings.catch_warnings():  # group is "experimental" since Optuna 2.8; we rely on it knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=search.seed, n_startup_trials=_startup_trials(search), multivariate=True, constant_liar=True,
+            group=is_conditional(search),
+        )
+    return _optuna_search(search, sampler, storage=storage, study_name=study_name)
 
 
 @register("hyperopt")
@@ -45,15 +78,16 @@ def _hyperopt(search: SearchSpec, *, storage: Any = None, study_name: str | None
     from ray.tune.search.hyperopt import HyperOptSearch
 
     del storage, study_name  # Hyperopt has no external storage
+    if is_conditional(search):  # the spec refuses this; kept for callers that build a SearchSpec by hand
+        raise ValueError("search.space.method: hyperopt cannot sample a conditional space; use 'tpe' or 'random'")
     return HyperOptSearch(random_state_seed=search.seed, n_initial_points=_startup_trials(search))
 
 
 @register("random")
 def _random(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(sampler=optuna.samplers.RandomSampler(seed=search.seed), storage=storage, study_name=study_name)
+    return _optuna_search(search, optuna.samplers.RandomSampler(seed=search.seed), storage=storage, study_name=study_name)
 
 
 def make_searcher(
@@ -63,6 +97,8 @@ def make_searcher(
 
     ``storage``/``study_name``: an Optuna storage for the Optuna-based searchers, so the
     sampler's history lives in SQL (Hyperopt keeps its history in Tune's saved state only).
+    With ``method`` as a choice the searcher holds the space itself: give the Tuner
+    :func:`~searchsvc.dispatch.space.param_space` (empty then), not the flat space.
     """
     try:
         factory = _REGISTRY[search.algorithm]

@@ -37,6 +37,14 @@ def experiment_name(study_id: int) -> str:
 
 
 def _scheduler(spec: StudySpec):  # type: ignore[no-untyped-def]
+    """FIFO, or ASHA on epochs (``training_iteration``: one report per epoch).
+
+    ASHA works with any searcher (BOHB-like with TPE: many trials, most stopped after a
+    rung). When ASHA stops a trial, Tune tells the searcher ``on_trial_complete`` with the
+    trial's last result, so TPE learns the value it reached at the rung where it was cut
+    (tests/dispatch/test_asha_tpe.py); for ``max`` (or ``min``) metrics that improve with
+    epochs, a trial cut early ranks below one that ran on, as it should.
+    """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if spec.search.scheduler == "asha":
@@ -56,7 +64,7 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
     from searchsvc.dispatch.callbacks import StopWhenRequested, StoreCallback
     from searchsvc.dispatch.optuna_storage import make_optuna_storage
     from searchsvc.dispatch.searchers import make_searcher
-    from searchsvc.dispatch.space import tune_space
+    from searchsvc.dispatch.space import param_space
     from searchsvc.dispatch.trainable import make_trainable
 
     trainable = make_trainable(spec)
@@ -69,7 +77,7 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
     storage = make_optuna_storage(database_url) if search.algorithm in ("tpe", "random") else None
     return tune.Tuner(
         trainable,
-        param_space=tune_space(search),
+        param_space=param_space(search),  # empty when the searcher owns a conditional space
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(search, max_concurrent=max_concurrent, storage=storage, study_name=experiment_name(study_id)),
             scheduler=_scheduler(spec),

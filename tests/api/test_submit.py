@@ -20,6 +20,10 @@ def _count(api: ApiUsers) -> int:
         ({"search": {"space": {"lr": {"type": "loguniform", "low": 1, "high": 0.1}}}}, "search.space.lr"),
         ({"tasks": [{"name": "x", "path": "/no/such/folder"}]}, "tasks.0.path"),
         ({"surprise": True}, "surprise"),
+        ({"search": {"num_trials": 4}}, "search.space"),  # nothing to search: refused at submission
+        ({"search": {"space": {"method": {"type": "choice", "values": ["lora", "prefix"]},
+                               "prefix_length": {"type": "int", "low": 2, "high": 9, "when": {"method": ["lora"]}}}}},
+         "search.space.prefix_length.when.method"),
     ],
 )
 def test_rejected_spec_writes_nothing(api: ApiUsers, minimal_spec: dict, patch: dict, loc: str) -> None:
@@ -40,3 +44,12 @@ def test_valid_spec_is_stored_with_defaults(api: ApiUsers, minimal_spec: dict) -
                                 "best_objective": None}
     fetched = api.client.get(f"/v1/studies/{body['id']}", headers=api.alice).json()
     assert fetched["spec"] == body["spec"]
+
+
+def test_a_study_that_searches_the_method_is_stored(api: ApiUsers, minimal_spec: dict) -> None:
+    space = {"method": {"type": "choice", "values": ["head", "lora", "peml"]},
+             "lora_rank": {"type": "choice", "values": [4, 8]},
+             "nas_cells": {"type": "int", "low": 1, "high": 3, "when": {"method": ["peml"]}}}
+    response = api.client.post("/v1/studies", json={**minimal_spec, "search": {"space": space}}, headers=api.alice)
+    assert response.status_code == 201, response.json()
+    assert response.json()["spec"]["search"]["space"]["nas_cells"]["when"] == {"method": ["peml"]}

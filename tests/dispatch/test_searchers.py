@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from searchsvc.dispatch.searchers import make_searcher, registered
+from searchsvc.dispatch.searchers import _startup_trials, make_searcher, registered
 from searchsvc.dispatch.space import tune_space
 from searchsvc.spec import ALGORITHMS, parse_spec
 
@@ -54,8 +54,36 @@ def test_suggestions_stay_in_the_space_and_repeat_with_the_seed(minimal_spec: di
 def test_tpe_concentrates_where_the_objective_is_high(minimal_spec: dict) -> None:
     """The fake objective rewards small lr; after the random start TPE should favour it."""
     configs = _suggest(_spec(minimal_spec, "tpe"), 12)
-    startup = 3  # max(2, min(10, 12 // 4))
+    startup = 3  # ceil(0.2 * 12)
     random_part = [math.log10(c["lr"]) for c in configs[:startup]]
     guided = [math.log10(c["lr"]) for c in configs[startup:]]
     assert sum(guided) / len(guided) < -2.5  # the middle of log10 [-4, -1] is -2.5
     assert min(guided) <= min(random_part)
+
+
+@pytest.mark.parametrize(("num_trials", "startup"), [
+    (1, 1),     # never more than the budget
+    (3, 2),     # the floor: TPE needs a good and a bad trial to split
+    (8, 2),     # ceil(1.6)
+    (12, 3),    # ceil(2.4): 9 of 12 trials guided
+    (20, 4),
+    (100, 20),  # a fifth of the budget, no cap: a large study explores before it commits
+])
+def test_startup_trials_are_a_fifth_of_the_budget(minimal_spec: dict, num_trials: int, startup: int) -> None:
+    spec = parse_spec({**minimal_spec, "search": {"num_trials": num_trials, "space": {"lr": {"type": "uniform", "low": 0.1, "high": 0.2}}}})
+    assert _startup_trials(spec.search) == startup
+
+
+def test_a_method_choice_raises_the_floor_to_one_startup_trial_per_method(minimal_spec: dict) -> None:
+    methods = ["head", "lora", "prefix", "peml"]
+    spec = parse_spec({**minimal_spec, "search": {"num_trials": 8, "space": {"method": {"type": "choice", "values": methods}}}})
+    assert _startup_trials(spec.search) == 4  # ceil(0.2 * 8) = 2 would leave two methods unseen at best
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "hyperopt"])
+def test_the_searcher_is_given_the_startup_count(minimal_spec: dict, algorithm: str) -> None:
+    searcher = make_searcher(_spec(minimal_spec, algorithm).search).searcher  # inside the ConcurrencyLimiter
+    if algorithm == "tpe":
+        assert searcher._sampler._n_startup_trials == 3
+    else:
+        assert searcher.algo.keywords["n_startup_jobs"] == 3
