@@ -28,6 +28,7 @@ SUBSETS: tuple[str, ...] = ("random", "first")
 PAIR_ENCODINGS: tuple[str, ...] = ("auto", "packed", "separate")
 SELECTIONS: tuple[str, ...] = ("holdout", "dev")
 LOSS_BALANCES: tuple[str, ...] = ("rms", "none")
+DEV_SCORES: tuple[str, ...] = ("every_epoch", "best_epoch")
 # The key of every report that holds the study's metric, measured where selection may look
 # (the held-out rows, not the reported dev split): Tune, the searcher, ASHA, the best
 # checkpoint and the store all rank trials and epochs by it, and by nothing else.
@@ -292,6 +293,15 @@ class TrainSpec(_Strict):
     loss_balance: str = Field("rms", description="'rms': each task's loss divided by the square root of its running "
                                                  "mean, so a regression MSE and a cross-entropy pull with gradients of "
                                                  "one scale; 'none': the plain mean")
+
+    dev_scores: str = Field("every_epoch", description="when the dev split is scored: 'every_epoch' (every report "
+                                                       "carries it) or 'best_epoch' (once, for the best epoch, after "
+                                                       "training: saves time when only the final score matters)")
+
+    @field_validator("dev_scores")
+    @classmethod
+    def _known_dev_scores(cls, value: str) -> str:
+        return _one_of(value, DEV_SCORES, "dev_scores")
 
     @field_validator("pair_encoding")
     @classmethod

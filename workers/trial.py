@@ -192,7 +192,10 @@ def run_trial(
         if int(state["stale"]) >= patience:
             break
     assert state["best"] is not None  # a first epoch always improves on ±inf; a checkpoint has one
-    return dict(state["best"])
+    best = dict(state["best"])
+    if "avg_dev_score" not in best:  # train.dev_scores: best_epoch
+        best.update(score_dev(trial, work / checkpoint_name(int(best["epoch"]))))
+    return best
 
 
 def build_trial(config: Mapping[str, Any], *, spec: StudySpec) -> TrialParts:
@@ -295,7 +298,11 @@ def _check_budget(method: str, *, trainable: int, base: int) -> None:
 
 
 def train_and_score_epoch(trial: TrialParts, *, epoch: int, global_step: int) -> dict[str, Any]:
-    """One epoch of training, then every score of the epoch's report (see :func:`run_trial`)."""
+    """One epoch of training, then every score of the epoch's report (see :func:`run_trial`).
+
+    With ``train.dev_scores: best_epoch`` the dev split is not scored here (only the
+    selection split): :func:`score_dev` scores it once, for the best epoch.
+    """
     started = time.perf_counter()
     peml = trial.peml
     if peml is not None:
@@ -309,16 +316,11 @@ def train_and_score_epoch(trial: TrialParts, *, epoch: int, global_step: int) ->
     train_seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {"epoch": epoch, "train_loss": stats.loss}
     metrics.update({f"{t.name}/train_loss": loss for t, loss in zip(trial.tasks, stats.task_losses, strict=True)})
+    with_dev = trial.spec.train.dev_scores == "every_epoch" or not trial.holdout
+    metrics.update(_model_scores(trial, dev=with_dev))
     extra: dict[str, Any] = {}
     if peml is not None:
-        relaxed = _scores(trial)
-        with peml.prefix.discretized():
-            metrics.update(_scores(trial))
-        extra.update({f"{t.name}/relaxed_score": relaxed[f"{t.name}/score"] for t in trial.tasks})
-        extra.update(discretization_metrics(relaxed, metrics))
         extra.update(peml.report(peml.prune()))
-    else:
-        metrics.update(_scores(trial))
     metrics.update(stats.diagnostics)
     metrics.update(extra)
     metrics[OBJECTIVE_KEY] = objective_of(metrics, trial.spec)
@@ -332,17 +334,40 @@ def train_and_score_epoch(trial: TrialParts, *, epoch: int, global_step: int) ->
     return metrics
 
 
-def _scores(trial: TrialParts) -> dict[str, Any]:
-    """The dev split's scores, and the selection split's under ``val/`` (when it is not the dev split)."""
+def _model_scores(trial: TrialParts, *, dev: bool, select: bool = True) -> dict[str, Any]:
+    """The model's scores as reported: PEML's discrete model (what the artifact serves), with
+    its relaxed scores and the discretization gap beside them; any other model as it is."""
+    if trial.peml is None:
+        return _scores(trial, dev=dev, select=select)
+    relaxed = _scores(trial, dev=dev, select=select)
+    with trial.peml.prefix.discretized():
+        metrics = _scores(trial, dev=dev, select=select)
+    prefix = "" if dev else SELECTION_PREFIX  # the gap where this call scored: dev, else the selection split
+    metrics.update({f"{prefix}{t.name}/relaxed_score": relaxed[f"{prefix}{t.name}/score"] for t in trial.tasks})
+    gap = discretization_metrics({"avg_dev_score": relaxed[f"{prefix}avg_dev_score"]},
+                                 {"avg_dev_score": metrics[f"{prefix}avg_dev_score"]})
+    metrics.update({f"{prefix}{k}": v for k, v in gap.items()})
+    return metrics
+
+
+def _scores(trial: TrialParts, *, dev: bool, select: bool = True) -> dict[str, Any]:
+    """The dev split's scores (``dev``), and the selection split's under ``val/`` (when it is not the dev split)."""
     def score(splits: list[Any]) -> dict[str, Any]:
         scores = evaluate(trial.model, tasks=trial.refs, splits=splits, pad_id=trial.pad_id, device=trial.device,
                           batch_size=2 * trial.spec.train.batch_size)
         return _task_scores(trial.tasks, scores)
 
-    out = score(trial.dev_splits)
-    if trial.holdout:
+    out = score(trial.dev_splits) if dev else {}
+    if trial.holdout and select:
         out.update({f"{SELECTION_PREFIX}{k}": v for k, v in score(trial.select_splits).items()})
     return out
+
+
+def score_dev(trial: TrialParts, checkpoint: Path) -> dict[str, Any]:
+    """The dev split's scores of a checkpoint's weights (``train.dev_scores: best_epoch``: the
+    best epoch's, once, after training; selection never sees them)."""
+    load_weights(checkpoint, trial.model)
+    return _model_scores(trial, dev=True, select=False)
 
 
 def objective_of(metrics: Mapping[str, Any], spec: StudySpec) -> float:

@@ -140,3 +140,20 @@ def test_the_config_may_choose_the_method(tiny_bert: Path, synthetic_tasks: dict
     loaded = load_checkpoint(calls[0][1])
     assert loaded.model.prefix is not None and loaded.model.peft_module() is None  # prefix alone: no LoRA
     assert loaded.info["method"] == "prefix"
+
+
+@pytest.mark.parametrize("method", ["lora", "peml"])
+def test_dev_scored_once_for_the_best_epoch_equals_scoring_it_every_epoch(
+    method: str, tiny_bert: Path, synthetic_tasks: dict[str, Path], tmp_path: Path
+) -> None:
+    config = {"lr": 1e-2, "prefix_length": 3, "lora_rank": 4}
+    every, best_every = _run(_spec(tiny_bert, synthetic_tasks, method=method), config, tmp_path / "every")
+    once, best_once = _run(_spec(tiny_bert, synthetic_tasks, method=method, dev_scores="best_epoch"), config, tmp_path / "once")
+    assert [m["objective"] for m in once] == [m["objective"] for m in every]  # the same training, the same selection
+    assert not [k for m in once for k in m if k == "avg_dev_score" or k.endswith("/accuracy") and not k.startswith("val/")]
+    assert best_once["epoch"] == best_every["epoch"]
+    for key in ("avg_dev_score", "keyword/accuracy", "pairs/f1"):
+        assert best_once[key] == pytest.approx(best_every[key]), key
+    if method == "peml":
+        assert best_once["discretization_gap"] == pytest.approx(best_every["discretization_gap"])
+        assert "val/discretization_gap" in once[0]
