@@ -111,16 +111,7 @@ def _print_best(study: Any) -> None:
 
 
 def cmd_study_submit(args: argparse.Namespace) -> int:
-    from searchsvc.client import InvalidSpec
-
-    client = _client(args)
-    try:
-        study = client.create_study(Path(args.spec))
-    except InvalidSpec as exc:
-        print("the spec was rejected:", file=sys.stderr)
-        for path, message in exc.problems:
-            print(f"  {path}: {message}", file=sys.stderr)
-        return 2
+    study = _client(args).create_study(Path(args.spec))
     print(f"submitted study {study.id}", file=sys.stderr)
     if args.wait:
         study.wait(progress=True)
@@ -238,7 +229,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="searchsvc", description=__doc__.splitlines()[0] if __doc__ else None)
+    from searchsvc.cli_errors import EXIT_CODES_HELP
+
+    parser = argparse.ArgumentParser(prog="searchsvc", description=__doc__.splitlines()[0] if __doc__ else None,
+                                     epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="print the full traceback when a command fails")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def local_flags(p: argparse.ArgumentParser) -> None:
@@ -247,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     def client_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", default=os.environ.get("SEARCHSVC_URL"), help="API URL (env SEARCHSVC_URL)")
         p.add_argument("--token", default=os.environ.get("SEARCHSVC_TOKEN"), help="API token (env SEARCHSVC_TOKEN)")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the full traceback on failure")
 
     p = sub.add_parser("serve", help="run the API and the dispatcher (SQLite and a local Ray by default)")
     local_flags(p)
@@ -302,11 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a failure prints a few lines naming cause and fix (see ``cli_errors``)
+    and returns that kind's exit code. Tracebacks only with ``--debug``."""
     args = build_parser().parse_args(argv)
-    from searchsvc.client import ClientError
-
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("SEARCHSVC_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args))
-    except ClientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:
+        from searchsvc.cli_errors import explain
+
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        has_token = bool(getattr(args, "token", None) or os.environ.get("SEARCHSVC_TOKEN"))
+        explained = explain(exc, has_token=has_token)
+        for line in explained.lines:
+            print(line, file=sys.stderr)
+        return explained.code
