@@ -167,6 +167,49 @@ def cmd_study_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_plot(args: argparse.Namespace) -> int:
+    """Write each asked-for plot into --out; a kind that has nothing yet still writes a
+    figure that says so (the server draws it), so the same command works mid-study."""
+    from searchsvc.plots.kinds import PLOT_KINDS
+
+    study = _client(args).study(args.study_id)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for kind in args.kind or list(PLOT_KINDS):
+        path = study.plot(kind, out / f"study-{study.id}-{kind}.{args.format}", trial=args.trial, format=args.format)
+        print(path)
+    return 0
+
+
+def cmd_study_logs(args: argparse.Namespace) -> int:
+    """A study's failures in full: the runner's error, then each failed attempt's log
+    (Ray's error file of that trial: the worker's traceback). ``--trial N`` shows one trial
+    whatever its state."""
+    study = _client(args).study(args.study_id)
+    trials = study.trials()
+    if args.trial is not None:
+        chosen = [t for t in trials if t["number"] == args.trial]
+        if not chosen:
+            from searchsvc.cli_errors import EXIT_NOT_FOUND
+
+            print(f"error: study {study.id} has no trial #{args.trial} (its trials are numbered 0 to {len(trials) - 1})",
+                  file=sys.stderr)
+            return EXIT_NOT_FOUND
+    else:
+        chosen = [t for t in trials if t.get("error") or any(a.get("error") for a in t.get("attempts", []))]
+    if study.data.get("error"):
+        print(f"=== study {study.id} ({study.state}) error:\n{study.data['error'].rstrip()}\n")
+    if not chosen and not study.data.get("error"):
+        print(f"study {study.id} ({study.state}): no trial has failed")
+        return 0
+    for trial in chosen:
+        attempts = trial.get("attempts") or [{"attempt": trial["attempt"], "state": trial["state"], "error": trial.get("error")}]
+        for attempt in attempts:
+            print(f"=== trial #{trial['number']} (id {trial['id']}) attempt {attempt['attempt']}: {attempt['state']}")
+            print((attempt.get("error") or "(no error recorded)").rstrip() + "\n")
+    return 0
+
+
 # ---- train (one trial, no Ray, no API) -----------------------------------------------
 
 
@@ -281,6 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "watch":
             p.add_argument("--interval", type=float, default=1.0)
         p.set_defaults(func=func)
+
+    from searchsvc.plots.kinds import FORMATS, PLOT_KINDS
+
+    p = study.add_parser("plot", help="save plots of a study (works while it runs)",
+                         description="Save plots of a study as images, drawn by the server from what it has stored so far.\n"
+                                     + "\n".join(f"  {name:<13} {text}" for name, text in PLOT_KINDS.items()),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study_id", type=int)
+    p.add_argument("--kind", action="append", choices=list(PLOT_KINDS), help="a plot kind (repeatable; default: all)")
+    p.add_argument("--out", default=".", help="folder for the images (default: here); files are study-ID-KIND.FORMAT")
+    p.add_argument("--trial", type=int, help="trial number for alpha and coordination (default: the best so far)")
+    p.add_argument("--format", choices=list(FORMATS), default="png")
+    client_flags(p)
+    p.set_defaults(func=cmd_study_plot)
+    p = study.add_parser("logs", help="why trials failed: each failed attempt's log (or one trial's with --trial)")
+    p.add_argument("study_id", type=int)
+    p.add_argument("--trial", type=int, help="a trial number: show its attempts whatever their state")
+    client_flags(p)
+    p.set_defaults(func=cmd_study_logs)
 
     p = sub.add_parser("train", help="run one trial standalone (no Ray, no API)")
     p.add_argument("spec")

@@ -194,6 +194,29 @@ class Study:
         self.data = self._client.request("POST", f"/v1/studies/{self.id}/resume").json()
         return self
 
+    def plot(self, kind: str, path: str | Path, *, trial: int | None = None, format: str | None = None) -> Path:  # noqa: A002
+        """Save one plot of the study to ``path`` and return the file written.
+
+        ``kind``: ``history``, ``history-time``, ``curves``, ``parallel``, ``importance``,
+        ``alpha`` (PEML) or ``coordination`` (the server's ``/docs`` describes each).
+        ``path``: a file, or an existing folder (then ``study-<id>-<kind>.<format>``).
+        ``format``: ``png`` or ``svg``; by default the file's suffix, else png.
+        ``trial``: the trial number for ``alpha`` and ``coordination`` (default: the best).
+        Works while the study runs (it shows what has been reported so far). Raises
+        InvalidSpec for an unknown kind or format, NotFound for someone else's study.
+        """
+        target = Path(path)
+        if format is None:
+            format = "svg" if target.suffix.lower() == ".svg" else "png"
+        if target.is_dir():
+            target = target / f"study-{self.id}-{kind}.{format}"
+        params: dict[str, Any] = {"format": format}
+        if trial is not None:
+            params["trial"] = trial
+        response = self._client.request("GET", f"/v1/studies/{self.id}/plots/{kind}", params=params)
+        target.write_bytes(response.content)
+        return target
+
     def download_artifact(self, path: str | Path) -> Path:
         """Save the best trial's checkpoint (a .tar.gz) to ``path``; a folder gets the server's file name."""
         response = self._client.request("GET", f"/v1/studies/{self.id}/artifact")
