@@ -263,9 +263,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from searchsvc.demo import run_demo
+    from searchsvc.demo import run_demo, stop_demo
 
-    return run_demo(Path(args.workdir), trials=args.trials, epochs=args.epochs, port=args.port)
+    if args.stop:
+        return stop_demo(Path(args.workdir))
+    return run_demo(Path(args.workdir), trials=args.trials, epochs=args.epochs, port=args.port, keep=args.keep)
 
 
 # ---- parser ---------------------------------------------------------------------------
@@ -355,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--keep", action="store_true",
+                   help="leave the service (and the Ray dashboard) running after the summary; prints how to stop it")
+    p.add_argument("--stop", action="store_true", help="stop the service a --keep demo left running in --workdir")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -30,46 +30,52 @@ def _startup_trials(search: SearchSpec) -> int:
 
 
 @register("tpe")
-def _tpe(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
+def _tpe(search: SearchSpec, *, storage: Any = None, study_name: str | None = None, annotate: Any = None) -> Searcher:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from searchsvc.dispatch.optuna_attrs import AnnotatedOptunaSearch
 
     sampler = optuna.samplers.TPESampler(
         seed=search.seed, n_startup_trials=_startup_trials(search), multivariate=True, constant_liar=True
     )
-    return OptunaSearch(sampler=sampler, storage=storage, study_name=study_name)
+    return AnnotatedOptunaSearch(sampler=sampler, storage=storage, study_name=study_name, annotate=annotate)
 
 
 @register("hyperopt")
-def _hyperopt(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
+def _hyperopt(search: SearchSpec, *, storage: Any = None, study_name: str | None = None, annotate: Any = None) -> Searcher:
     from ray.tune.search.hyperopt import HyperOptSearch
 
-    del storage, study_name  # Hyperopt has no external storage
+    del storage, study_name, annotate  # Hyperopt has no external storage
     return HyperOptSearch(random_state_seed=search.seed, n_initial_points=_startup_trials(search))
 
 
 @register("random")
-def _random(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
+def _random(search: SearchSpec, *, storage: Any = None, study_name: str | None = None, annotate: Any = None) -> Searcher:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(sampler=optuna.samplers.RandomSampler(seed=search.seed), storage=storage, study_name=study_name)
+    from searchsvc.dispatch.optuna_attrs import AnnotatedOptunaSearch
+
+    return AnnotatedOptunaSearch(sampler=optuna.samplers.RandomSampler(seed=search.seed), storage=storage,
+                                 study_name=study_name, annotate=annotate)
 
 
 def make_searcher(
-    search: SearchSpec, *, max_concurrent: int | None = None, storage: Any = None, study_name: str | None = None
+    search: SearchSpec, *, max_concurrent: int | None = None, storage: Any = None, study_name: str | None = None,
+    annotate: Any = None,
 ) -> Searcher:
     """The study's searcher, limited to ``max_concurrent`` trials in flight (default: the spec's).
 
     ``storage``/``study_name``: an Optuna storage for the Optuna-based searchers, so the
     sampler's history lives in SQL (Hyperopt keeps its history in Tune's saved state only).
+    ``annotate``: a ``TrialAnnotator`` (``optuna_attrs``) whose attributes the Optuna
+    searchers write on each Optuna trial (our trial ids, per-task scores).
     """
     try:
         factory = _REGISTRY[search.algorithm]
     except KeyError:
         raise ValueError(f"search.algorithm: unknown {search.algorithm!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     limit = max_concurrent or search.max_concurrent
-    return ConcurrencyLimiter(factory(search, storage=storage, study_name=study_name), max_concurrent=limit)
+    return ConcurrencyLimiter(factory(search, storage=storage, study_name=study_name, annotate=annotate), max_concurrent=limit)
 
 
 def registered() -> list[str]:
