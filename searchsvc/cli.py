@@ -267,7 +267,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.stop:
         return stop_demo(Path(args.workdir))
-    return run_demo(Path(args.workdir), trials=args.trials, epochs=args.epochs, port=args.port, keep=args.keep)
+    return run_demo(Path(args.workdir), trials=args.trials, epochs=args.epochs, port=args.port, keep=args.keep,
+                    method=args.method)
 
 
 # ---- parser ---------------------------------------------------------------------------
@@ -360,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true",
                    help="leave the service (and the Ray dashboard) running after the summary; prints how to stop it")
     p.add_argument("--stop", action="store_true", help="stop the service a --keep demo left running in --workdir")
+    from searchsvc.demo import DEMO_METHODS
+
+    p.add_argument("--method", choices=DEMO_METHODS, default=DEMO_METHODS[0],
+                   help="peml also searches the prefix architecture and coordinates tasks (every plot kind has data)")
     p.set_defaults(func=cmd_demo)
     return parser
 

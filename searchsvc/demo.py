@@ -37,7 +37,21 @@ def minilm_path(cache_dir: Path) -> Path:
     return target
 
 
-def demo_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: int) -> dict[str, Any]:
+DEMO_METHODS = ("lora+prefix", "peml")
+
+
+def demo_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: int, method: str = "lora+prefix") -> dict[str, Any]:
+    """The demo's study. ``peml`` searches the prefix's architecture too and coordinates the
+    tasks' gradients, so every plot kind (α heat maps, task weights) has something to show."""
+    spec = _base_spec(model, tasks, trials=trials, epochs=epochs)
+    if method == "peml":
+        spec["method"] = "peml"
+        spec["coordination"] = {"enabled": True}
+        spec["search"]["space"]["grad_alpha"] = {"type": "uniform", "low": 0.0, "high": 5.0}
+    return spec
+
+
+def _base_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: int) -> dict[str, Any]:
     return {
         "name": "demo-minilm",
         "model": str(model),
@@ -73,7 +87,8 @@ def stop_demo(workdir: Path) -> int:
     return 0
 
 
-def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | None = None, keep: bool = False) -> int:
+def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | None = None, keep: bool = False,
+             method: str = "lora+prefix") -> int:
     from searchsvc import demo_service
     from searchsvc.cli_errors import EXIT_CONFLICT
     from searchsvc.client import Client
@@ -104,9 +119,10 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
     with server:
         print(f"[demo] API at {server.url} (docs at {server.url}/docs)", flush=True)
         with Client(server.url, token) as client:
-            study = client.create_study(demo_spec(model, tasks, trials=trials, epochs=epochs))
-            print(f"[demo] submitted study {study.id}: {trials} trials x {epochs} epochs, TPE over lr, "
-                  "prefix_length, lora_rank", flush=True)
+            spec = demo_spec(model, tasks, trials=trials, epochs=epochs, method=method)
+            study = client.create_study(spec)
+            print(f"[demo] submitted study {study.id}: {method}, {trials} trials x {epochs} epochs, TPE over "
+                  f"{', '.join(spec['search']['space'])}", flush=True)
             study.wait(progress=True)
             if study.state != "completed":
                 print(f"[demo] study ended {study.state}: {study.data.get('error')}", file=sys.stderr)
