@@ -38,7 +38,7 @@ def run_cli(*args: str, url: str, token: str | None = None) -> subprocess.Comple
     env["SEARCHSVC_URL"] = url
     if token is not None:
         env["SEARCHSVC_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "searchsvc", *args], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([sys.executable, "-m", "searchsvc", *args], check=False, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_conflict_exit_6(api: tuple[ServedApi, str], minimal_spec: dict) -> None
 class _BrokenProxy(http.server.BaseHTTPRequestHandler):
     """A reverse proxy whose upstream is down: 502 with an HTML body, as nginx answers."""
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:  # the stdlib names it so
         body = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
         self.send_response(502)
         self.send_header("Content-Type", "text/html")

@@ -32,7 +32,7 @@ def study_plot(
     service: ServiceDep,
     trial: Annotated[int | None, Query(ge=0, description=f"trial number for {', '.join(sorted(PER_TRIAL_KINDS))} "
                                                          "(default: the best so far)")] = None,
-    format: Annotated[str, Query(description="png or svg")] = "png",  # noqa: A002 - the query parameter's public name
+    format: Annotated[str, Query(description="png or svg")] = "png",
 ) -> Response:
     content = render_study_plot(service.store, study_id, kind, owner_id=user.id, trial=trial, fmt=format)
     return Response(content, media_type=FORMATS[format], headers={"Cache-Control": "no-store"})

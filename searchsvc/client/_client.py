@@ -194,7 +194,7 @@ class Study:
         self.data = self._client.request("POST", f"/v1/studies/{self.id}/resume").json()
         return self
 
-    def plot(self, kind: str, path: str | Path, *, trial: int | None = None, format: str | None = None) -> Path:  # noqa: A002
+    def plot(self, kind: str, path: str | Path, *, trial: int | None = None, format: str | None = None) -> Path:
         """Save one plot of the study to ``path`` and return the file written.
 
         ``kind``: ``history``, ``history-time``, ``curves``, ``parallel``, ``importance``,

@@ -74,7 +74,7 @@ class AnnotatedOptunaSearch(OptunaSearch):
             ot_trial = self._ot_trials[trial_id]
             for key, value in self._annotate(trial_id, result).items():
                 ot_trial.set_user_attr(key, value)
-        except Exception:  # noqa: BLE001 - annotations are a courtesy; the search goes on
+        except Exception:  # annotations are a courtesy; the search goes on
             log.warning("could not annotate Optuna trial for Ray trial %s", trial_id, exc_info=True)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:

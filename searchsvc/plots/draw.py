@@ -68,10 +68,10 @@ def _history(fig: Figure, data: StudyData, trial: int | None) -> None:
     best = running_best([t.best_objective for t in data.trials], mode=data.mode)
     ax.step([n for n, b in zip(numbers, best, strict=True) if b is not None], [b for b in best if b is not None],
             where="post", color="black", linewidth=2, label="best so far")
-    for state in STATE_COLOURS:
+    for state, colour in STATE_COLOURS.items():
         group = [t for t in scored if t.state == state]
         if group:
-            ax.scatter([t.number for t in group], [t.best_objective for t in group], color=STATE_COLOURS[state],
+            ax.scatter([t.number for t in group], [t.best_objective for t in group], color=colour,
                        s=40, zorder=3, label=f"trial's best ({state})")
     ax.set_xlabel("trial number")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -231,9 +231,12 @@ def _alpha(fig: Figure, data: StudyData, trial: int | None) -> None:
     cols = min(3, n_cells)
     rows = -(-n_cells // cols)
     last = cells_per_epoch[-1]
-    # One colour scale for all cells, up to the largest weight: with 24 candidates near
-    # 1/24 each, a fixed 0..1 scale would paint every cell black.
-    top = max((float(w) for cells in cells_per_epoch for cell in cells for w in (cell.get("weights") or {}).values()), default=1.0)
+    # One colour scale for all cells, from the smallest to the largest weight seen: with 24
+    # candidates near 1/24 each, a fixed 0..1 scale would paint every cell the same colour.
+    seen = [float(w) for cells in cells_per_epoch for cell in cells for w in (cell.get("weights") or {}).values()]
+    low, top = min(seen, default=0.0), max(seen, default=1.0)
+    if top <= low:
+        low, top = 0.0, max(top, 1e-9)
     image = None
     for c in range(n_cells):
         names: list[str] = []
@@ -248,7 +251,7 @@ def _alpha(fig: Figure, data: StudyData, trial: int | None) -> None:
                 if name in weights:
                     grid[j, e] = float(weights[name])
         ax = fig.add_subplot(rows, cols, c + 1)
-        image = ax.imshow(grid, aspect="auto", cmap="magma", vmin=0.0, vmax=top, interpolation="nearest")
+        image = ax.imshow(grid, aspect="auto", cmap="magma", vmin=low, vmax=top, interpolation="nearest")
         ax.set_xticks(range(len(epochs)), [str(e) for e in epochs], fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=5 if len(names) > 12 else 7)
         ax.set_xlabel("epoch", fontsize=8)
