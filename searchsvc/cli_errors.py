@@ -34,11 +34,15 @@ EXIT_SERVER = 7  # 5xx, or any other unexpected HTTP status
 EXIT_TIMEOUT = 8  # waited longer than asked
 
 EXIT_CODES_HELP = """exit codes:
-  0  success                      5  not found (404): no such study, or another user's
-  1  the study failed / unexpected 6  conflict (409): the study's state forbids it
-  2  invalid spec or input (422)   7  the service failed (5xx)
-  3  service unreachable           8  timed out waiting
-  4  token missing or refused (401)
+  0  success
+  1  a followed study did not complete, or an unexpected error
+  2  invalid spec or input (HTTP 422, a missing file, bad flags)
+  3  the service cannot be reached (check --url / SEARCHSVC_URL)
+  4  token missing or refused (HTTP 401; `searchsvc token create --user NAME`)
+  5  not found (HTTP 404): no such study, or another user's
+  6  conflict (HTTP 409): the study's state does not allow it
+  7  the service failed (HTTP 5xx)
+  8  timed out waiting
 add --debug (or SEARCHSVC_DEBUG=1) to any command for the full traceback"""
 
 TOKEN_FIX = "create one with `searchsvc token create --user NAME` (on the server's machine) and export it as SEARCHSVC_TOKEN, or pass --token"

@@ -184,3 +184,12 @@ def test_sdk_error_tree_is_public_and_documented() -> None:
     assert public <= set(sdk.__all__)
     for name in public:
         assert name in (_errors.__doc__ or ""), f"{name} missing from the error tree in the docstring"
+
+
+def test_help_lists_every_exit_code() -> None:
+    from searchsvc import cli_errors
+
+    result = subprocess.run([sys.executable, "-m", "searchsvc", "--help"], check=False, capture_output=True, text=True, timeout=60)
+    codes = {value for name, value in vars(cli_errors).items() if name.startswith("EXIT_") and isinstance(value, int)}
+    listed = {int(line.split()[0]) for line in result.stdout.split("exit codes:")[1].splitlines() if line[:3].strip().isdigit()}
+    assert listed == codes
