@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process killed by SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a failure prints a few lines naming cause and fix (see ``cli_errors``)
     and returns that kind's exit code. Tracebacks only with ``--debug``."""
@@ -207,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False)) or os.environ.get("SEARCHSVC_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (`searchsvc study show 1 | head`): nothing is wrong, and
+        # nothing more can be said to it. Point stdout at /dev/null so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure becomes a plain message
         from searchsvc.cli_errors import explain
 

@@ -193,3 +193,15 @@ def test_help_lists_every_exit_code() -> None:
     codes = {value for name, value in vars(cli_errors).items() if name.startswith("EXIT_") and isinstance(value, int)}
     listed = {int(line.split()[0]) for line in result.stdout.split("exit codes:")[1].splitlines() if line[:3].strip().isdigit()}
     assert listed == codes
+
+
+def test_a_closed_pipe_is_not_an_error(api: tuple[ServedApi, str], minimal_spec: dict) -> None:
+    served, token = api
+    with Client(served.url, token) as client:
+        client.create_study(minimal_spec)
+    env = {**os.environ, "SEARCHSVC_URL": served.url, "SEARCHSVC_TOKEN": token}
+    # the reader is gone before the CLI writes (as after `| head` has read enough)
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m searchsvc study list | true"], check=False,
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.stderr == ""
+    assert result.returncode == 141
