@@ -69,7 +69,7 @@ def importance(data: StudyData) -> tuple[list[Importance], int]:
             continue
         xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
         if all(_is_number(x) for x in xs):
-            out.append(Importance(name, abs(spearman(xs, ys)), "spearman"))
+            out.append(Importance(name, abs(spearman([float(x) for x in xs if x is not None], ys)), "spearman"))
         else:
             out.append(Importance(name, correlation_ratio([_hashable(x) for x in xs], ys), "eta"))
     out.sort(key=lambda imp: (-imp.score, imp.name))

@@ -8,6 +8,7 @@ failing: the same URL fills in as the study runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -71,7 +72,7 @@ def _history(fig: Figure, data: StudyData, trial: int | None) -> None:
     for state, colour in STATE_COLOURS.items():
         group = [t for t in scored if t.state == state]
         if group:
-            ax.scatter([t.number for t in group], [t.best_objective for t in group], color=colour,
+            ax.scatter([t.number for t in group], [float(t.best_objective or 0.0) for t in group], color=colour,
                        s=40, zorder=3, label=f"trial's best ({state})")
     ax.set_xlabel("trial number")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -95,7 +96,7 @@ def _history_time(fig: Figure, data: StudyData, trial: int | None) -> None:
         return
     ax = fig.add_subplot()
     minutes = [e[0] / 60 for e in events]  # type: ignore[operator]
-    best = running_best([e[1] for e in events], mode=data.mode)
+    best = [b if b is not None else math.nan for b in running_best([e[1] for e in events], mode=data.mode)]
     ax.step(minutes, best, where="post", color="black", linewidth=2, label="best so far")
     ax.scatter(minutes, [e[1] for e in events], c=[e[2] for e in events], cmap="tab10", s=30, zorder=3,
                label="an epoch's report (colour: trial)")
@@ -172,7 +173,8 @@ def _parallel(fig: Figure, data: StudyData, trial: int | None) -> None:
     for i in order:  # best drawn last, on top
         ys = [a.positions[i] for a in axes]
         points = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
-        colour = "lightgray" if objective[i] is None else cmap(norm(objective[i]))
+        value = objective[i]
+        colour = "lightgray" if value is None else cmap(norm(value))
         ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, linewidth=2, alpha=0.85, marker="o", markersize=3)
     for x, axis in zip(xs, axes, strict=True):
         ax.axvline(x, color="black", linewidth=0.8)
