@@ -98,8 +98,12 @@ def _history_time(fig: Figure, data: StudyData, trial: int | None) -> None:
     minutes = [e[0] / 60 for e in events]  # type: ignore[operator]
     best = [b if b is not None else math.nan for b in running_best([e[1] for e in events], mode=data.mode)]
     ax.step(minutes, best, where="post", color="black", linewidth=2, label="best so far")
-    ax.scatter(minutes, [e[1] for e in events], c=[e[2] for e in events], cmap="tab10", s=30, zorder=3,
-               label="an epoch's report (colour: trial)")
+    colours = _trial_colours(data)
+    for t in data.trials:
+        mine = [(m, e[1]) for m, e in zip(minutes, events, strict=True) if e[2] == t.number]
+        if mine:
+            ax.scatter([p[0] for p in mine], [p[1] for p in mine], color=colours[t.id], s=30, zorder=3,
+                       label=f"trial #{t.number}'s epochs")
     ax.set_xlabel("minutes since the study started")
     ax.set_ylabel(data.metric)
     ax.grid(alpha=0.3)
