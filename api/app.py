@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import health, studies
+from api.routes import health, plots, studies
 from searchsvc import __version__
 from searchsvc.config import Settings
 from searchsvc.service import StudyService
@@ -64,4 +64,5 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(studies.router)
+    app.include_router(plots.router)
     return app

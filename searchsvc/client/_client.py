@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from searchsvc.client._errors import StudyTimeout, error_for
+from searchsvc.client._errors import ServiceUnreachable, StudyTimeout, error_for
 from searchsvc.client._progress import StudyProgressBar
 
 TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
@@ -72,6 +72,7 @@ class Client:
     ) -> None:
         self.url = (url or os.environ.get("SEARCHSVC_URL") or DEFAULT_URL).rstrip("/")
         token = token or os.environ.get("SEARCHSVC_TOKEN")
+        self.has_token = bool(token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
 
@@ -84,14 +85,19 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, path, **kwargs)
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call; raises ServiceUnreachable without an answer, an ApiError subclass for >= 400."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:  # connect, read, timeout, protocol: no usable answer
+            raise ServiceUnreachable(self.url, str(exc) or type(exc).__name__) from exc
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail", response.text)
+                body = response.json()
+                detail = body.get("detail", body) if isinstance(body, dict) else body
             except ValueError:
                 detail = response.text
-            raise error_for(response.status_code, detail)
+            raise error_for(response.status_code, detail, method=method, url=f"{self.url}{path}")
         return response
 
     def create_study(self, spec: dict[str, Any] | str | Path) -> Study:
@@ -187,6 +193,29 @@ class Study:
     def resume(self) -> Study:
         self.data = self._client.request("POST", f"/v1/studies/{self.id}/resume").json()
         return self
+
+    def plot(self, kind: str, path: str | Path, *, trial: int | None = None, format: str | None = None) -> Path:
+        """Save one plot of the study to ``path`` and return the file written.
+
+        ``kind``: ``history``, ``history-time``, ``curves``, ``parallel``, ``importance``,
+        ``alpha`` (PEML) or ``coordination`` (the server's ``/docs`` describes each).
+        ``path``: a file, or an existing folder (then ``study-<id>-<kind>.<format>``).
+        ``format``: ``png`` or ``svg``; by default the file's suffix, else png.
+        ``trial``: the trial number for ``alpha`` and ``coordination`` (default: the best).
+        Works while the study runs (it shows what has been reported so far). Raises
+        InvalidSpec for an unknown kind or format, NotFound for someone else's study.
+        """
+        target = Path(path)
+        if format is None:
+            format = "svg" if target.suffix.lower() == ".svg" else "png"
+        if target.is_dir():
+            target = target / f"study-{self.id}-{kind}.{format}"
+        params: dict[str, Any] = {"format": format}
+        if trial is not None:
+            params["trial"] = trial
+        response = self._client.request("GET", f"/v1/studies/{self.id}/plots/{kind}", params=params)
+        target.write_bytes(response.content)
+        return target
 
     def download_artifact(self, path: str | Path) -> Path:
         """Save the best trial's checkpoint (a .tar.gz) to ``path``; a folder gets the server's file name."""

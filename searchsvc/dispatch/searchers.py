@@ -45,20 +45,21 @@ def _startup_trials(search: SearchSpec) -> int:
     return min(search.num_trials, max(floor, math.ceil(STARTUP_FRACTION * search.num_trials)))
 
 
-def _optuna_search(search: SearchSpec, sampler: Any, *, storage: Any, study_name: str | None) -> Searcher:
-    """Ray's OptunaSearch; for a conditional space it owns the define-by-run space, and
-    then needs the metric and mode now (it creates its Optuna study here, with the
-    direction of ``mode``; Tune's later ``set_search_properties`` is a no-op for it)."""
-    from ray.tune.search.optuna import OptunaSearch
+def _optuna_search(search: SearchSpec, sampler: Any, *, storage: Any, study_name: str | None, annotate: Any) -> Searcher:
+    """Ray's OptunaSearch (annotating each Optuna trial, ``optuna_attrs``); for a conditional
+    space it owns the define-by-run space, and then needs the metric and mode now (it
+    creates its Optuna study here, with the direction of ``mode``; Tune's later
+    ``set_search_properties`` is a no-op for it)."""
+    from searchsvc.dispatch.optuna_attrs import AnnotatedOptunaSearch
 
     if not is_conditional(search):
-        return OptunaSearch(sampler=sampler, storage=storage, study_name=study_name)
-    return OptunaSearch(space=ConditionalSpace(search), metric=OBJECTIVE_KEY, mode=search.mode,
-                        sampler=sampler, storage=storage, study_name=study_name)
+        return AnnotatedOptunaSearch(sampler=sampler, storage=storage, study_name=study_name, annotate=annotate)
+    return AnnotatedOptunaSearch(space=ConditionalSpace(search), metric=OBJECTIVE_KEY, mode=search.mode,
+                                 sampler=sampler, storage=storage, study_name=study_name, annotate=annotate)
 
 
 @register("tpe")
-def _tpe(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
+def _tpe(search: SearchSpec, *, storage: Any = None, study_name: str | None = None, annotate: Any = None) -> Searcher:
     import optuna
 
     # group=True: with method as a choice, TPE models each set of parameters that were
@@ -70,28 +71,30 @@ def _tpe(search: SearchSpec, *, storage: Any = None, study_name: str | None = No
             seed=search.seed, n_startup_trials=_startup_trials(search), multivariate=True, constant_liar=True,
             group=is_conditional(search),
         )
-    return _optuna_search(search, sampler, storage=storage, study_name=study_name)
+    return _optuna_search(search, sampler, storage=storage, study_name=study_name, annotate=annotate)
 
 
 @register("hyperopt")
-def _hyperopt(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
+def _hyperopt(search: SearchSpec, *, storage: Any = None, study_name: str | None = None, annotate: Any = None) -> Searcher:
     from ray.tune.search.hyperopt import HyperOptSearch
 
-    del storage, study_name  # Hyperopt has no external storage
+    del storage, study_name, annotate  # Hyperopt has no external storage
     if is_conditional(search):  # the spec refuses this; kept for callers that build a SearchSpec by hand
         raise ValueError("search.space.method: hyperopt cannot sample a conditional space; use 'tpe' or 'random'")
     return HyperOptSearch(random_state_seed=search.seed, n_initial_points=_startup_trials(search))
 
 
 @register("random")
-def _random(search: SearchSpec, *, storage: Any = None, study_name: str | None = None) -> Searcher:
+def _random(search: SearchSpec, *, storage: Any = None, study_name: str | None = None, annotate: Any = None) -> Searcher:
     import optuna
 
-    return _optuna_search(search, optuna.samplers.RandomSampler(seed=search.seed), storage=storage, study_name=study_name)
+    return _optuna_search(search, optuna.samplers.RandomSampler(seed=search.seed), storage=storage, study_name=study_name,
+                          annotate=annotate)
 
 
 def make_searcher(
-    search: SearchSpec, *, max_concurrent: int | None = None, storage: Any = None, study_name: str | None = None
+    search: SearchSpec, *, max_concurrent: int | None = None, storage: Any = None, study_name: str | None = None,
+    annotate: Any = None,
 ) -> Searcher:
     """The study's searcher, limited to ``max_concurrent`` trials in flight (default: the spec's).
 
@@ -99,13 +102,15 @@ def make_searcher(
     sampler's history lives in SQL (Hyperopt keeps its history in Tune's saved state only).
     With ``method`` as a choice the searcher holds the space itself: give the Tuner
     :func:`~searchsvc.dispatch.space.param_space` (empty then), not the flat space.
+    ``annotate``: a ``TrialAnnotator`` (``optuna_attrs``) whose attributes the Optuna
+    searchers write on each Optuna trial (our trial ids, per-task scores).
     """
     try:
         factory = _REGISTRY[search.algorithm]
     except KeyError:
         raise ValueError(f"search.algorithm: unknown {search.algorithm!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     limit = max_concurrent or search.max_concurrent
-    return ConcurrencyLimiter(factory(search, storage=storage, study_name=study_name), max_concurrent=limit)
+    return ConcurrencyLimiter(factory(search, storage=storage, study_name=study_name, annotate=annotate), max_concurrent=limit)
 
 
 def registered() -> list[str]:

@@ -62,6 +62,7 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
     from ray import tune
 
     from searchsvc.dispatch.callbacks import StopWhenRequested, StoreCallback
+    from searchsvc.dispatch.optuna_attrs import TrialAnnotator
     from searchsvc.dispatch.optuna_storage import make_optuna_storage
     from searchsvc.dispatch.searchers import make_searcher
     from searchsvc.dispatch.space import param_space
@@ -79,7 +80,8 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
         trainable,
         param_space=param_space(search),  # empty when the searcher owns a conditional space
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(search, max_concurrent=max_concurrent, storage=storage, study_name=experiment_name(study_id)),
+            search_alg=make_searcher(search, max_concurrent=max_concurrent, storage=storage, study_name=experiment_name(study_id),
+                                     annotate=TrialAnnotator(store, study_id)),
             scheduler=_scheduler(spec),
             num_samples=search.num_trials,
             metric=OBJECTIVE_KEY,  # search.metric as the trial measured it, on the selection split

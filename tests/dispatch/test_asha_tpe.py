@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from ray.tune.search.optuna import OptunaSearch
+
 from searchsvc.dispatch.optuna_storage import make_optuna_storage
 from searchsvc.dispatch.searchers import make_searcher
 from searchsvc.dispatch.space import param_space
@@ -49,14 +51,14 @@ def test_a_spec_combines_asha_with_tpe(minimal_spec: dict) -> None:
     scheduler = _scheduler(spec)
     assert isinstance(scheduler, ASHAScheduler)
     assert (scheduler._time_attr, scheduler._max_t, scheduler._reduction_factor) == ("training_iteration", 3, 3)
-    assert type(make_searcher(spec.search).searcher).__name__ == "OptunaSearch"
+    assert isinstance(make_searcher(spec.search).searcher, OptunaSearch)
 
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 

@@ -31,7 +31,7 @@ def test_submit_wait_show_list_and_stop(live: LiveService, tmp_path) -> None:
     assert f"study {study_id} 'from-cli': completed" in listed.stdout
 
     stopped = searchsvc("study", "stop", str(study_id), env=env)
-    assert stopped.returncode == 1 and "409" in stopped.stderr  # already finished
+    assert stopped.returncode == 6 and "409" in stopped.stderr  # already finished
 
     bad = searchsvc("study", "show", str(study_id), env={**env, "SEARCHSVC_TOKEN": "ss_wrong"})
-    assert bad.returncode == 1 and "401" in bad.stderr
+    assert bad.returncode == 4 and "401" in bad.stderr
