@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.limits import BodyLimits
 from api.routes import health, studies
 from searchsvc import __version__
 from searchsvc.config import Settings
-from searchsvc.service import StudyService
+from searchsvc.service import PathRules, StudyService
+from searchsvc.signals import keep_sigterm_handler
 from searchsvc.store import Store
 
 log = logging.getLogger("searchsvc.api")
@@ -27,14 +29,17 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database_url = settings.resolved_database_url()
         store = Store.open(database_url)
-        app.state.service = StudyService(store)
+        rules = PathRules(roots=tuple(settings.allowed_roots()), data_dir=settings.data_dir.expanduser().resolve(),
+                          allow_hub=settings.allow_hub_models)
+        app.state.service = StudyService(store, paths=rules)
         app.state.ray = None
         app.state.dispatcher = None
         if dispatch:
             from searchsvc.dispatch.dispatcher import Dispatcher
             from searchsvc.dispatch.ray_cluster import connect_ray, disconnect_ray
 
-            ray = connect_ray(settings.ray_address, num_cpus=settings.ray_num_cpus, dashboard_port=settings.ray_dashboard_port)
+            with keep_sigterm_handler():  # Ray's driver would take SIGTERM from uvicorn's graceful shutdown
+                ray = connect_ray(settings.ray_address, num_cpus=settings.ray_num_cpus, dashboard_port=settings.ray_dashboard_port)
             dispatcher = Dispatcher(
                 store,
                 database_url=database_url,
@@ -62,6 +67,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes)
     app.include_router(health.router)
     app.include_router(studies.router)
     return app

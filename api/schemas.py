@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from searchsvc.errors import summarize
 from searchsvc.service import StudyView
 from searchsvc.store import Report, Trial
 
@@ -60,7 +61,7 @@ class StudyOut(BaseModel):
         s, p = view.study, view.progress
         return cls(
             id=s.id, name=s.name, state=s.state, owner=s.owner, spec=s.spec, stop_requested=s.stop_requested,
-            error=s.error, ray_experiment=s.ray_experiment, dashboard_url=s.dashboard_url,
+            error=summarize(s.error) if s.error else None, ray_experiment=s.ray_experiment, dashboard_url=s.dashboard_url,
             control=s.control, restarts=s.restarts,
             progress=ProgressOut(total=p.total, best_objective=p.best_objective, **p.counts),
             created_at=s.created_at, updated_at=s.updated_at, started_at=s.started_at, finished_at=s.finished_at,
@@ -88,11 +89,12 @@ class TrialOut(BaseModel):
     def of(cls, t: Trial) -> TrialOut:
         duration = (t.finished_at - t.started_at).total_seconds() if t.started_at and t.finished_at else None
         return cls(
-            id=t.id, number=t.number, state=t.state, config=t.config, attempt=t.attempt, error=t.error,
+            id=t.id, number=t.number, state=t.state, config=t.config, attempt=t.attempt,
+            error=summarize(t.error) if t.error else None,
             best_objective=t.best_objective, num_reports=t.num_reports, checkpoint_path=t.checkpoint_path,
             ray_trial_id=t.ray_trial_id, created_at=t.created_at, started_at=t.started_at,
             finished_at=t.finished_at, duration_s=duration,
-            attempts=[AttemptOut(attempt=a.attempt, state=a.state, error=a.error, started_at=a.started_at,
+            attempts=[AttemptOut(attempt=a.attempt, state=a.state, error=summarize(a.error) if a.error else None, started_at=a.started_at,
                                  finished_at=a.finished_at) for a in t.attempts],
         )
 

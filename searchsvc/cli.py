@@ -40,12 +40,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api import create_app
+    from searchsvc.signals import shutdown_signals_end_quietly
 
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"searchsvc: database {settings.resolved_database_url()}", file=sys.stderr)
+    print(f"searchsvc: database {settings.masked_database_url()}", file=sys.stderr)
     print(f"searchsvc: API on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    # SIGTERM (docker stop, Kubernetes) and SIGINT both pause running studies and exit 0.
+    with shutdown_signals_end_quietly():
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    print("searchsvc: stopped; running studies resume on the next start", file=sys.stderr)
     return 0
 
 

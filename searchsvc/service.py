@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import tarfile
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from searchsvc.errors import NotFoundError
+from searchsvc.paths import PathPolicy
+from searchsvc.request_limits import check_raw_spec
 from searchsvc.spec import parse_spec
 from searchsvc.store import Report, Store, Study, Trial, TrialTally, User
 
@@ -31,14 +35,35 @@ class StudyView:
     progress: StudyProgress
 
 
+@dataclass(frozen=True)
+class PathRules:
+    """The operator's filesystem rules for specs (see :mod:`searchsvc.paths`): allowed
+    roots, the service's data folder (never a root), and whether hub ids are accepted."""
+
+    roots: tuple[Path, ...] = ()
+    data_dir: Path | None = None
+    allow_hub: bool = False
+
+
 class StudyService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, paths: PathRules | None = None) -> None:
         self.store = store
+        self.paths = paths or PathRules()
 
     def submit(self, user: User, raw_spec: Any) -> StudyView:
-        """Validate the spec (raises SpecError, storing nothing) and store a pending study."""
-        spec = parse_spec(raw_spec)
+        """Validate the spec (raises SpecError, storing nothing) and store a pending study.
+
+        The raw value is bounded first (a JSON object, no NUL, no huge strings), then its
+        paths are confined to the operator's roots before any of them is read."""
+        check_raw_spec(raw_spec)
+        spec = parse_spec(raw_spec, paths=self.path_policy(user))
         return self._view(self.store.create_study(user.id, spec))
+
+    def path_policy(self, user: User) -> PathPolicy:
+        """The rules for ``user``'s spec: their own exported artifacts may be a base model."""
+        owned = [Path(s.artifact_path) for s in self.store.list_studies(owner_id=user.id) if s.artifact_path]
+        private = [self.paths.data_dir] if self.paths.data_dir else []
+        return PathPolicy(roots=self.paths.roots, private=private, owned=owned, allow_hub=self.paths.allow_hub)
 
     def get(self, user: User, study_id: int) -> StudyView:
         return self._view(self.store.get_study(study_id, owner_id=user.id))
@@ -95,13 +120,28 @@ def _view(study: Study, tally: TrialTally) -> StudyView:
     return StudyView(study, StudyProgress(total=total, counts=tally.counts, best_objective=tally.best_objective))
 
 
+_TARBALL_LOCKS: dict[Path, threading.Lock] = {}
+_TARBALL_LOCKS_GUARD = threading.Lock()
+
+
 def _tarball(folder: Path, *, name: str) -> Path:
-    """``folder`` packed as ``<folder>.<name>.tar.gz`` beside it, made once (atomically)."""
+    """``folder`` packed as ``<folder>.<name>.tar.gz`` beside it, built once.
+
+    Concurrent downloads share one build: a lock per target within this process, and
+    across processes a unique temporary file renamed into place (a reader sees the old
+    tarball or the new one, never half of one)."""
     target = folder.parent / f"{folder.name}.{name}.tar.gz"
-    if target.is_file() and target.stat().st_mtime >= folder.stat().st_mtime:
+    with _TARBALL_LOCKS_GUARD:
+        lock = _TARBALL_LOCKS.setdefault(target, threading.Lock())
+    with lock:
+        if target.is_file() and target.stat().st_mtime >= folder.stat().st_mtime:
+            return target
+        fd, partial = tempfile.mkstemp(dir=folder.parent, prefix=f".{target.name}.", suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+                tar.add(folder, arcname=name)
+            os.replace(partial, target)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
         return target
-    partial = target.with_suffix(f".{os.getpid()}.partial")
-    with tarfile.open(partial, "w:gz") as tar:
-        tar.add(folder, arcname=name)
-    os.replace(partial, target)
-    return target

@@ -166,8 +166,9 @@ class Dispatcher:
                 else:  # the runner died before recording an end
                     state = "stopped" if study.stop_requested else "failed"
                     self.store.mark_unfinished_trials(study_id, state, error=f"runner exited with code {code}")
+                    if state == "failed":  # the tail goes to the server's log, not to the user
+                        log.error("study %s: runner exited with code %s; log tail:\n%s", study_id, code, file_tail(runner.log_path))
                     self.store.finish_study(
-                        study_id, state,
-                        error=None if state == "stopped" else f"runner exited with code {code}; log tail:\n{file_tail(runner.log_path)}",
+                        study_id, state, error=None if state == "stopped" else f"the study's runner exited with code {code}",
                     )
             log.info("study %s: runner exited with %s (%s)", study_id, code, self.store.get_study(study_id).state)

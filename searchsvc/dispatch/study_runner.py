@@ -21,9 +21,10 @@ import argparse
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
+from searchsvc.errors import summarize
+from searchsvc.signals import keep_sigterm_handler, sigterm_as_interrupt
 from searchsvc.spec import StudySpec, parse_spec
 from searchsvc.store import Store
 
@@ -99,10 +100,18 @@ def run_study(store: Store, study_id: int, *, ray_address: str | None, storage_d
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     import ray
 
+    from searchsvc.dispatch.resources import cluster_nodes, unsatisfiable
+
     study = store.get_study(study_id)
     spec = parse_spec(study.spec)
     if not ray.is_initialized():
-        ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
+        with keep_sigterm_handler():
+            ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
+    sigterm_as_interrupt()  # a SIGTERM saves Tune's state and leaves the study to resume, as Ctrl-C does
+    problem = unsatisfiable(spec.resources, cluster_nodes())
+    if problem:
+        store.mark_unfinished_trials(study_id, "failed", error=problem)
+        return store.finish_study(study_id, "failed", error=problem).state
     build_tuner(store, study_id, spec, storage_dir=storage_dir, max_concurrent=max_concurrent).fit()
     return record_outcome(store, study_id, planned=spec.search.num_trials, artifacts_dir=storage_dir.parent / "artifacts")
 
@@ -145,7 +154,7 @@ def record_outcome(store: Store, study_id: int, *, planned: int, artifacts_dir: 
         # Single failed trials do not fail a study; a study in which every trial failed
         # found nothing, and saying "completed" would hide a broken setup.
         first_error = next((t.error for t in store.list_trials(study_id) if t.error), "") or ""
-        return store.finish_study(study_id, "failed", error=f"all {counts['failed']} trials failed; the first error:\n{first_error[-8000:]}").state
+        return store.finish_study(study_id, "failed", error=f"all {counts['failed']} trials failed; the first: {summarize(first_error)}").state
     problem = export_best(store, study_id, artifacts_dir) if artifacts_dir else None
     return store.finish_study(study_id, "completed", error=problem).state
 
@@ -167,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
                           max_concurrent=args.max_concurrent)
         log.info("study %s: %s", args.study_id, state)
         return EXIT_INTERRUPTED if state == "interrupted" else 0
-    except Exception:
-        text = traceback.format_exc()
-        log.error("study %s failed:\n%s", args.study_id, text)
+    except Exception as exc:
+        # The traceback stays in this runner's log (the server's data folder); the study
+        # records one line, which its owner reads through the API.
+        log.exception("study %s failed", args.study_id)
         store.mark_unfinished_trials(args.study_id, "failed", error="the study's runner failed")
-        store.finish_study(args.study_id, "failed", error=text[-20_000:])
+        store.finish_study(args.study_id, "failed", error=f"the study's runner failed: {summarize(f'{type(exc).__name__}: {exc}')}")
         return 1
     finally:
         store.close()
