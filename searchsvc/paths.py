@@ -5,7 +5,8 @@ into the server's filesystem, read with the server's rights. :class:`PathPolicy`
 before anything is read, whether a path is one the operator allows:
 
 - it must lie under one of the operator's roots (``SEARCHSVC_ALLOWED_PATHS``, empty by
-  default, so nothing is allowed until the operator says so), after resolving ``~``,
+  default, so nothing is allowed until the operator says so; a root may be per user,
+  ``/srv/data/{user}``), after resolving ``~``,
   ``..`` and every symlink: a link inside a root that points out of it is refused;
 - it must not lie inside the service's own data folder (other users' checkpoints and
   artifacts live there), except a base model inside an exported artifact of the user's
@@ -33,9 +34,30 @@ HUB_REFUSED = "not a path under an allowed folder, and this service does not dow
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?$")
 
 
+USER_PLACEHOLDER = "{user}"
+_SAFE_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,99}$")
+
+
 def parse_roots(text: str) -> list[Path]:
-    """``SEARCHSVC_ALLOWED_PATHS``: folders separated by ``os.pathsep``; blanks ignored."""
-    return [Path(part).expanduser() for part in text.split(os.pathsep) if part.strip()]
+    """``SEARCHSVC_ALLOWED_PATHS``: folders separated by ``os.pathsep``; blanks ignored.
+
+    A root may hold ``{user}`` (``/srv/data/{user}``): each user is then allowed only
+    their own folder, so one user's task folders are out of another's reach."""
+    return [Path(part.strip()).expanduser() for part in text.split(os.pathsep) if part.strip()]
+
+
+def roots_for(roots: Iterable[Path], user_name: str) -> list[Path]:
+    """``roots`` with ``{user}`` replaced by ``user_name``; such roots are dropped for a
+    name that could step out of its folder (``..``, ``/``) or is otherwise unusual."""
+    safe = bool(_SAFE_USER.match(user_name)) and ".." not in user_name
+    out = []
+    for root in roots:
+        text = str(root)
+        if USER_PLACEHOLDER not in text:
+            out.append(root)
+        elif safe:
+            out.append(Path(text.replace(USER_PLACEHOLDER, user_name)))
+    return out
 
 
 def looks_like_path(value: str) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from searchsvc.errors import NotFoundError
-from searchsvc.paths import PathPolicy
+from searchsvc.paths import PathPolicy, roots_for
 from searchsvc.request_limits import check_raw_spec
 from searchsvc.spec import parse_spec
 from searchsvc.store import Report, Store, Study, Trial, TrialTally, User
@@ -38,7 +38,8 @@ class StudyView:
 @dataclass(frozen=True)
 class PathRules:
     """The operator's filesystem rules for specs (see :mod:`searchsvc.paths`): allowed
-    roots, the service's data folder (never a root), and whether hub ids are accepted."""
+    roots (which may hold ``{user}``), the service's data folder (never allowed, but for
+    a user's own artifacts), and whether hub ids are accepted."""
 
     roots: tuple[Path, ...] = ()
     data_dir: Path | None = None
@@ -63,7 +64,8 @@ class StudyService:
         """The rules for ``user``'s spec: their own exported artifacts may be a base model."""
         owned = [Path(s.artifact_path) for s in self.store.list_studies(owner_id=user.id) if s.artifact_path]
         private = [self.paths.data_dir] if self.paths.data_dir else []
-        return PathPolicy(roots=self.paths.roots, private=private, owned=owned, allow_hub=self.paths.allow_hub)
+        return PathPolicy(roots=roots_for(self.paths.roots, user.name), private=private, owned=owned,
+                          allow_hub=self.paths.allow_hub)
 
     def get(self, user: User, study_id: int) -> StudyView:
         return self._view(self.store.get_study(study_id, owner_id=user.id))
