@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
                 interval_s=settings.dispatch_interval_s,
                 max_running=settings.max_running_studies,
                 max_trials_per_user=settings.max_trials_per_user,
+                max_studies_per_user=settings.max_running_studies_per_user,
             )
             dispatcher.start()
             app.state.ray, app.state.dispatcher = ray, dispatcher

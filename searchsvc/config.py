@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     ray_dashboard_port: int = 8265
     dispatch_interval_s: float = Field(1.0, gt=0, description="how often the dispatcher looks for new studies")
     max_running_studies: int = Field(4, gt=0)
+    max_running_studies_per_user: int | None = Field(
+        2, gt=0, description="studies one user may run at once; the rest of theirs wait (others' do not)"
+    )
     max_trials_per_user: int | None = Field(None, gt=0, description="concurrent trials one user may run across studies")
     allowed_paths: str = Field(
         "", description=f"folders a spec's task paths and model path may lie under, separated by {os.pathsep!r}; "

@@ -10,6 +10,7 @@ and the Ray dashboard address. Needs no network.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import time
 import zipfile
@@ -78,7 +79,10 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
     store.close()
 
     print("[demo] starting searchsvc serve (SQLite + local Ray) ...", flush=True)
-    with LocalServer(database_url=database_url, data_dir=workdir / "searchsvc-data", port=port) as server:
+    # The operator's setting: the spec may name the demo's model and task folders, nothing else.
+    allowed = os.pathsep.join([str(model), str(workdir / "data")])
+    with LocalServer(database_url=database_url, data_dir=workdir / "searchsvc-data", port=port,
+                     extra_env={"SEARCHSVC_ALLOWED_PATHS": allowed}) as server:
         print(f"[demo] API at {server.url} (docs at {server.url}/docs)", flush=True)
         with Client(server.url, token) as client:
             study = client.create_study(demo_spec(model, tasks, trials=trials, epochs=epochs))
