@@ -7,14 +7,11 @@ exists), which the API maps to HTTP status codes.
 
 from __future__ import annotations
 
-import os
-import tarfile
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from searchsvc.artifacts import artifact_name, pack_once
 from searchsvc.errors import NotFoundError
 from searchsvc.paths import PathPolicy, roots_for
 from searchsvc.request_limits import check_raw_spec
@@ -100,18 +97,19 @@ class StudyService:
     def artifact(self, user: User, study_id: int) -> tuple[Path, str]:
         """A .tar.gz of the study's exported artifact (merged model, discretized prefix,
         heads, PEFT adapter), or of the best trial's best checkpoint until the study has
-        been exported. Built once, next to what it packs. Returns the file and the name to
+        been exported. Built once, next to what it packs (the runner packs the exported
+        artifact when the study ends, so its download only sends the file). Returns the file and the name to
         download it as. Raises NotFoundError if neither exists."""
         study = self.store.get_study(study_id, owner_id=user.id)
         if study.artifact_path and Path(study.artifact_path).is_dir():
-            name = f"study-{study_id}-artifact"
-            return _tarball(Path(study.artifact_path), name=name), f"{name}.tar.gz"
+            name = artifact_name(study_id)
+            return pack_once(Path(study.artifact_path), name=name), f"{name}.tar.gz"
         trial, report = self.best(user, study_id)
         path = report.checkpoint_path or trial.checkpoint_path
         if not path or not Path(path).is_dir():
             raise NotFoundError(f"study {study_id}: the best trial has no checkpoint on this server")
         name = f"study-{study_id}-trial-{trial.number}-checkpoint"
-        return _tarball(Path(path), name=name), f"{name}.tar.gz"
+        return pack_once(Path(path), name=name), f"{name}.tar.gz"
 
     def _view(self, study: Study) -> StudyView:
         return _view(study, self.store.tally_trials([study.id])[study.id])
@@ -120,30 +118,3 @@ class StudyService:
 def _view(study: Study, tally: TrialTally) -> StudyView:
     total = int((study.spec.get("search") or {}).get("num_trials", 0))
     return StudyView(study, StudyProgress(total=total, counts=tally.counts, best_objective=tally.best_objective))
-
-
-_TARBALL_LOCKS: dict[Path, threading.Lock] = {}
-_TARBALL_LOCKS_GUARD = threading.Lock()
-
-
-def _tarball(folder: Path, *, name: str) -> Path:
-    """``folder`` packed as ``<folder>.<name>.tar.gz`` beside it, built once.
-
-    Concurrent downloads share one build: a lock per target within this process, and
-    across processes a unique temporary file renamed into place (a reader sees the old
-    tarball or the new one, never half of one)."""
-    target = folder.parent / f"{folder.name}.{name}.tar.gz"
-    with _TARBALL_LOCKS_GUARD:
-        lock = _TARBALL_LOCKS.setdefault(target, threading.Lock())
-    with lock:
-        if target.is_file() and target.stat().st_mtime >= folder.stat().st_mtime:
-            return target
-        fd, partial = tempfile.mkstemp(dir=folder.parent, prefix=f".{target.name}.", suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-                tar.add(folder, arcname=name)
-            os.replace(partial, target)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
-        return target

@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from searchsvc.artifacts import artifact_name, pack_once
 from searchsvc.errors import summarize
 from searchsvc.signals import keep_sigterm_handler, sigterm_as_interrupt
 from searchsvc.spec import StudySpec, parse_spec
@@ -127,12 +128,13 @@ def export_best(store: Store, study_id: int, artifacts_dir: Path) -> str | None:
     trial, report = best
     checkpoint = report.checkpoint_path or trial.checkpoint_path
     if not checkpoint or not Path(checkpoint).is_dir():
-        return f"artifact not exported: the best trial's checkpoint {checkpoint!r} is not on this machine"
+        return "artifact not exported: the best trial's checkpoint is not on the machine that runs the study"
     try:
         path = export_on_ray(checkpoint, str(artifacts_dir / f"study-{study_id}"))
+        pack_once(Path(path), name=artifact_name(study_id))  # before the path is known: a download finds it packed
     except Exception as exc:  # noqa: BLE001 - reported on the study, never fatal to it
         log.exception("study %s: export failed", study_id)
-        return f"artifact export failed: {exc}"
+        return f"artifact export failed: {summarize(f'{type(exc).__name__}: {exc}')}"
     store.set_artifact(study_id, path)
     log.info("study %s: artifact at %s", study_id, path)
     return None

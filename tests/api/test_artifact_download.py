@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import searchsvc.service
+import searchsvc.artifacts
 from tests.api.conftest import ApiUsers
 
 
@@ -41,7 +41,7 @@ def test_concurrent_first_downloads_all_succeed_and_build_once(
             builds.append(args or kwargs.get("fileobj"))
         return real_open(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(searchsvc.service.tarfile, "open", counting_open)
+    monkeypatch.setattr(searchsvc.artifacts.tarfile, "open", counting_open)
 
     def download(_: int) -> tuple[int, str]:
         response = api.client.get(f"/v1/studies/{study['id']}/artifact", headers=api.alice)
