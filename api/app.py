@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import BodyLimits
-from api.routes import health, studies
+from api.routes import health, studies, tokens
 from searchsvc import __version__
 from searchsvc.config import Settings
 from searchsvc.service import PathRules, StudyService
@@ -71,4 +71,5 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes)
     app.include_router(health.router)
     app.include_router(studies.router)
+    app.include_router(tokens.router)
     return app

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from searchsvc.errors import summarize
 from searchsvc.service import StudyView
-from searchsvc.store import Report, Trial
+from searchsvc.store import Report, Token, Trial
 
 T = TypeVar("T")
 
@@ -121,3 +121,25 @@ class BestOut(BaseModel):
     objective: float | None
     trial: TrialOut
     report: ReportOut
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    label: str = Field("", max_length=100, pattern=r"^[^\x00]*$", description="your name for it, e.g. 'laptop'")
+    expires_in_days: int | None = Field(None, ge=1, le=3650, description="unset: the token does not expire")
+
+
+class TokenOut(BaseModel):
+    id: int
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, t: Token) -> TokenOut:
+        return cls(id=t.id, label=t.label, created_at=t.created_at, expires_at=t.expires_at)
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="the secret, shown once: send it as 'Authorization: Bearer <token>'")

@@ -15,8 +15,8 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from searchsvc.errors import NotFoundError
-from searchsvc.store.models import AttemptRow, ReportRow, StudyRow, TrialRow, UserRow, utcnow
-from searchsvc.store.types import UNFINISHED_TRIAL_STATES, Attempt, Report, Study, Trial, User
+from searchsvc.store.models import AttemptRow, ReportRow, StudyRow, TokenRow, TrialRow, UserRow, utcnow
+from searchsvc.store.types import UNFINISHED_TRIAL_STATES, Attempt, Report, Study, Token, Trial, User
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -28,6 +28,11 @@ def aware(value: datetime | None) -> datetime | None:
 
 def user_of(row: UserRow) -> User:
     return User(id=row.id, name=row.name, created_at=aware(row.created_at))  # type: ignore[arg-type]
+
+
+def token_of(row: TokenRow) -> Token:
+    return Token(id=row.id, user_id=row.user_id, label=row.label, created_at=aware(row.created_at),  # type: ignore[arg-type]
+                 expires_at=aware(row.expires_at))
 
 
 def report_of(row: ReportRow) -> Report:
