@@ -13,7 +13,7 @@ from api.limits import BodyLimits
 from api.routes import health, studies, tokens
 from searchsvc import __version__
 from searchsvc.config import Settings
-from searchsvc.service import PathRules, StudyService
+from searchsvc.service import PathRules, StudyService, UserLimits
 from searchsvc.signals import keep_sigterm_handler
 from searchsvc.store import Store
 
@@ -31,7 +31,9 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         store = Store.open(database_url)
         rules = PathRules(roots=tuple(settings.allowed_roots()), data_dir=settings.data_dir.expanduser().resolve(),
                           allow_hub=settings.allow_hub_models)
-        app.state.service = StudyService(store, paths=rules)
+        limits = UserLimits(max_pending_studies=settings.max_pending_studies_per_user)
+        app.state.service = StudyService(store, paths=rules, limits=limits)
+        app.state.metrics_token = settings.metrics_token
         app.state.ray = None
         app.state.dispatcher = None
         if dispatch:

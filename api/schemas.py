@@ -99,6 +99,24 @@ class TrialOut(BaseModel):
         )
 
 
+class AttemptErrorOut(BaseModel):
+    attempt: int
+    state: str
+    error: str | None
+
+
+class TrialErrorOut(BaseModel):
+    trial_id: int
+    state: str
+    error: str | None
+    attempts: list[AttemptErrorOut]
+
+    @classmethod
+    def of(cls, t: Trial) -> TrialErrorOut:
+        return cls(trial_id=t.id, state=t.state, error=t.error,
+                   attempts=[AttemptErrorOut(attempt=a.attempt, state=a.state, error=a.error) for a in t.attempts])
+
+
 class ReportOut(BaseModel):
     id: int
     trial_id: int

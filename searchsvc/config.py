@@ -31,7 +31,11 @@ class Settings(BaseSettings):
     max_running_studies_per_user: int | None = Field(
         2, gt=0, description="studies one user may run at once; the rest of theirs wait (others' do not)"
     )
-    max_trials_per_user: int | None = Field(None, gt=0, description="concurrent trials one user may run across studies")
+    max_trials_per_user: int | None = Field(8, gt=0, description="concurrent trials one user may run across studies")
+    max_pending_studies_per_user: int | None = Field(
+        20, gt=0, description="studies one user may have waiting; a further submission is refused (409)"
+    )
+    metrics_token: str | None = Field(None, description="when set, /metrics requires 'Authorization: Bearer <it>'")
     allowed_paths: str = Field(
         "", description=f"folders a spec's task paths and model path may lie under, separated by {os.pathsep!r}; "
                         "empty (the default) allows none"

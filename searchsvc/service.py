@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from searchsvc.artifacts import artifact_name, pack_once
-from searchsvc.errors import NotFoundError
+from searchsvc.errors import ConflictError, NotFoundError
 from searchsvc.paths import PathPolicy, roots_for
 from searchsvc.request_limits import check_raw_spec
 from searchsvc.spec import parse_spec
@@ -33,6 +33,14 @@ class StudyView:
 
 
 @dataclass(frozen=True)
+class UserLimits:
+    """Per-user limits the service enforces at submission (the dispatcher enforces the
+    running ones). None: no limit."""
+
+    max_pending_studies: int | None = 20
+
+
+@dataclass(frozen=True)
 class PathRules:
     """The operator's filesystem rules for specs (see :mod:`searchsvc.paths`): allowed
     roots (which may hold ``{user}``), the service's data folder (never allowed, but for
@@ -44,9 +52,10 @@ class PathRules:
 
 
 class StudyService:
-    def __init__(self, store: Store, *, paths: PathRules | None = None) -> None:
+    def __init__(self, store: Store, *, paths: PathRules | None = None, limits: UserLimits | None = None) -> None:
         self.store = store
         self.paths = paths or PathRules()
+        self.limits = limits or UserLimits()
 
     def submit(self, user: User, raw_spec: Any) -> StudyView:
         """Validate the spec (raises SpecError, storing nothing) and store a pending study.
@@ -55,6 +64,10 @@ class StudyService:
         paths are confined to the operator's roots before any of them is read."""
         check_raw_spec(raw_spec)
         spec = parse_spec(raw_spec, paths=self.path_policy(user))
+        limit = self.limits.max_pending_studies
+        if limit is not None and len(self.store.list_studies(owner_id=user.id, states=["pending"])) >= limit:
+            raise ConflictError(f"you have {limit} studies waiting to start, the most this service allows; "
+                                "wait for them or stop some")
         return self._view(self.store.create_study(user.id, spec))
 
     def path_policy(self, user: User) -> PathPolicy:
@@ -74,6 +87,10 @@ class StudyService:
 
     def trials(self, user: User, study_id: int) -> list[Trial]:
         return self.store.list_trials(study_id, owner_id=user.id)
+
+    def trial(self, user: User, study_id: int, trial_id: int) -> Trial:
+        """One trial with its full error texts (the lists show one line of each)."""
+        return self.store.get_trial(study_id, trial_id, owner_id=user.id)
 
     def reports(self, user: User, study_id: int, trial_id: int) -> list[Report]:
         return self.store.list_reports(study_id, trial_id, owner_id=user.id)

@@ -1,7 +1,8 @@
-"""Liveness and Prometheus metrics, at the root (no auth: scraped by infrastructure)."""
+"""Liveness and Prometheus metrics, at the root (scraped by infrastructure: no user token)."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -9,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from searchsvc.errors import AuthError
 from searchsvc.store import STUDY_STATES, TRIAL_STATES
 
 router = APIRouter(tags=["health"])
@@ -51,6 +53,11 @@ class _StoreCollector:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text. Open by default (scraped by infrastructure); with the operator's
+    ``SEARCHSVC_METRICS_TOKEN`` set, it needs that token as a bearer token."""
+    required = getattr(request.app.state, "metrics_token", None)
+    if required and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {required}"):
+        raise AuthError("/metrics needs the metrics token")
     registry = CollectorRegistry()
     registry.register(_StoreCollector(request))  # type: ignore[arg-type]
     return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")

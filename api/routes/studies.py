@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import FileResponse
 
 from api.deps import CurrentUser, ServiceDep
-from api.schemas import BestOut, ListOut, ReportOut, StudyOut, TrialOut
+from api.schemas import BestOut, ListOut, ReportOut, StudyOut, TrialErrorOut, TrialOut
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 
@@ -35,6 +35,13 @@ def get_study(study_id: int, user: CurrentUser, service: ServiceDep) -> StudyOut
 def list_trials(study_id: int, user: CurrentUser, service: ServiceDep) -> ListOut[TrialOut]:
     trials = service.trials(user, study_id)
     return ListOut(data=[TrialOut.of(t) for t in trials], count=len(trials))
+
+
+@router.get("/{study_id}/trials/{trial_id}/error", response_model=TrialErrorOut)
+def trial_error(study_id: int, trial_id: int, user: CurrentUser, service: ServiceDep) -> TrialErrorOut:
+    """The full error text of a failed trial and of each failed attempt (tracebacks, Ray's
+    log tails), for its owner; elsewhere the API shows one line of each."""
+    return TrialErrorOut.of(service.trial(user, study_id, trial_id))
 
 
 @router.get("/{study_id}/trials/{trial_id}/reports", response_model=ListOut[ReportOut])
