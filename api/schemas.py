@@ -14,6 +14,33 @@ from searchsvc.store import Report, Token, Trial
 T = TypeVar("T")
 
 
+class ErrorOut(BaseModel):
+    """Every error answer but 422: a short message; ``error_id`` (500, 503) finds the full
+    text in the server's log."""
+
+    detail: str
+    error_id: str | None = None
+
+
+class ProblemOut(BaseModel):
+    loc: str = Field(description="the field's path, e.g. search.space.lr.low")
+    msg: str
+
+
+class ProblemsOut(BaseModel):
+    """A 422: every problem of the request, each naming its field."""
+
+    detail: list[ProblemOut]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route answers, with their real bodies."""
+    text = {401: "missing, unknown or expired token", 404: "no such object, or not yours", 409: "conflicts with its state",
+            413: "request body too large", 415: "request body is not JSON", 422: "invalid request",
+            503: "database unavailable"}
+    return {code: {"model": ProblemsOut if code == 422 else ErrorOut, "description": text[code]} for code in codes}
+
+
 class ListOut(BaseModel, Generic[T]):
     data: list[T]
     count: int

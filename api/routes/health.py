@@ -10,13 +10,14 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from api.schemas import error_responses
 from searchsvc.errors import AuthError
 from searchsvc.store import STUDY_STATES, TRIAL_STATES
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=error_responses(503))
 def healthz(request: Request) -> dict[str, Any]:
     """Whether the parts are up; no addresses (it needs no token, and Ray's GCS and
     dashboard addresses are for the operator's eyes, in the server's log)."""
@@ -51,7 +52,7 @@ class _StoreCollector:
         yield GaugeMetricFamily("searchsvc_reports", "Per-epoch reports stored", value=reports)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(401, 503))
 def metrics(request: Request) -> PlainTextResponse:
     """Prometheus text. Open by default (scraped by infrastructure); with the operator's
     ``SEARCHSVC_METRICS_TOKEN`` set, it needs that token as a bearer token."""

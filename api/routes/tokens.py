@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from api.deps import CurrentUser
-from api.schemas import ListOut, TokenCreatedOut, TokenIn, TokenOut
+from api.schemas import ListOut, TokenCreatedOut, TokenIn, TokenOut, error_responses
 from searchsvc.tokens import TokenService
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=error_responses(401, 404, 413, 415, 422, 503))
 
 
 def get_tokens(request: Request) -> TokenService:
