@@ -14,6 +14,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from searchsvc.errors import AuthError, ConflictError, NotFoundError, SearchsvcError, SpecError, StoreError
 
@@ -68,6 +69,14 @@ def install_error_handlers(app: FastAPI) -> None:
             for error in exc.errors()[:20]
         ]
         return JSONResponse(error_body(problems), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body that is not JSON at all with a bare 400; it is an invalid
+        # request like any other, so it gets the 422 every invalid body gets.
+        if exc.status_code == 400:
+            return JSONResponse(error_body([{"loc": "body", "msg": "not valid JSON"}]), status_code=422)
+        return JSONResponse(error_body(short(str(exc.detail))), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -154,3 +154,10 @@ def test_fastapi_own_validation_errors_have_our_shape(api: ApiUsers) -> None:
     assert response.status_code == 422
     assert response.json() == {"detail": [{"loc": "path.study_id", "msg": response.json()["detail"][0]["msg"]}]}
     assert "9999" not in response.text
+
+
+def test_a_body_that_is_not_json_is_422(api: ApiUsers) -> None:
+    for route in ("/v1/studies", "/v1/tokens"):
+        response = api.client.post(route, content=b"\xff{", headers={**api.alice, "Content-Type": "application/json"})
+        assert response.status_code == 422, (route, response.text)
+        assert [p["loc"].split(".")[0] for p in response.json()["detail"]] == ["body"]
