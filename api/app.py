@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             from searchsvc.dispatch.ray_cluster import connect_ray, disconnect_ray
 
             with keep_sigterm_handler():  # Ray's driver would take SIGTERM from uvicorn's graceful shutdown
-                ray = connect_ray(settings.ray_address, num_cpus=settings.ray_num_cpus, dashboard_port=settings.ray_dashboard_port)
+                ray = connect_ray(settings.ray_address, num_cpus=settings.ray_num_cpus,
+                                  dashboard_port=settings.ray_dashboard_port)
             dispatcher = Dispatcher(
                 store,
                 database_url=database_url,

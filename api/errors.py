@@ -65,7 +65,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # FastAPI's own 422 (a path id that is not an integer, a body that is not JSON)
         # quotes the input back; ours names the field only, in the same shape as SpecError's.
         problems = [
-            {"loc": short(".".join(str(part) for part in error.get("loc", ())) or "<root>"), "msg": short(str(error.get("msg", "")))}
+            {"loc": short(".".join(str(part) for part in error.get("loc", ())) or "<root>"),
+             "msg": short(str(error.get("msg", "")))}
             for error in exc.errors()[:20]
         ]
         return JSONResponse(error_body(problems), status_code=422)

@@ -121,7 +121,8 @@ class TrialOut(BaseModel):
             best_objective=t.best_objective, num_reports=t.num_reports, checkpoint_path=t.checkpoint_path,
             ray_trial_id=t.ray_trial_id, created_at=t.created_at, started_at=t.started_at,
             finished_at=t.finished_at, duration_s=duration,
-            attempts=[AttemptOut(attempt=a.attempt, state=a.state, error=summarize(a.error) if a.error else None, started_at=a.started_at,
+            attempts=[AttemptOut(attempt=a.attempt, state=a.state, error=summarize(a.error) if a.error else None,
+                                 started_at=a.started_at,
                                  finished_at=a.finished_at) for a in t.attempts],
         )
 

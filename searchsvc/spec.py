@@ -8,6 +8,7 @@ spec in one go. Nothing here imports torch, Ray or SQLAlchemy: the SDK uses it t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -113,7 +114,7 @@ class TaskSpec(_Strict):
         policy = (info.context or {}).get("paths")
         folder = policy.task_folder(value) if policy is not None else Path(value).expanduser()
         if not folder.is_dir():
-            raise ValueError("no task folder there")
+            raise ValueError("no task folder at this path")
         missing = [name for name in _TASK_FILES if not (folder / name).is_file()]
         if missing:
             raise ValueError(f"the task folder lacks {', '.join(missing)}")
@@ -272,14 +273,18 @@ class CoordinationSpec(_Strict):
     similarity_weight: float = Field(0.0, ge=0.0, le=100.0, description="weight of the task-similarity regularizer")
 
 
+_ResourceName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_:.\-]{0,63}$")]
+_ResourceAmount = Annotated[float, Field(gt=0, le=1e6)]
+
+
 class ResourcesSpec(_Strict):
     """What one trial reserves on a Ray node. Bounded: a sliver of a CPU packs trials onto
     one core, and a request no machine has would wait for ever (the runner also checks
-    the cluster and fails such a study at once, see ``study_runner.check_resources``)."""
+    the cluster and fails such a study at once, see ``dispatch.resources``)."""
 
     cpu: float = Field(1.0, ge=0.5, le=512)
     gpu: float = Field(0.0, ge=0, le=16)
-    custom: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_:.\-]{0,63}$")], Annotated[float, Field(gt=0, le=1e6)]] = Field(
+    custom: dict[_ResourceName, _ResourceAmount] = Field(
         default_factory=dict, max_length=16, description="Ray custom resources per trial, e.g. a node label"
     )
 
@@ -288,7 +293,8 @@ class StudySpec(_Strict):
     """Everything a study needs; see DESIGN.md, "Public contract"."""
 
     name: str = Field(min_length=1, max_length=200)
-    model: str = Field(min_length=1, max_length=MAX_PATH_LENGTH, description="a model folder, or a hub id where the service allows it")
+    model: str = Field(min_length=1, max_length=MAX_PATH_LENGTH,
+                       description="a model folder, or a hub id where the service allows it")
     tasks: list[TaskSpec] = Field(min_length=1)
     method: str = "lora+prefix"
     search: SearchSpec = Field(default_factory=SearchSpec)
@@ -412,16 +418,24 @@ def _load_text(text: str | bytes) -> Any:
     few hundred bytes of nested aliases expand to gigabytes, and specs never need them."""
     import yaml
 
-    class _NoAliases(yaml.SafeLoader):
+    try:
+        return yaml.load(text, Loader=_no_alias_loader())  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise SpecError([("<root>", _short(f"not valid YAML or JSON: {exc}"))]) from None
+
+
+@functools.cache
+def _no_alias_loader() -> type:
+    """PyYAML's SafeLoader, refusing an alias (``*name``) where it would expand one."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
         def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
             if self.check_event(yaml.AliasEvent):
                 raise yaml.YAMLError("YAML aliases (*name) are not accepted in a spec")
             return super().compose_node(parent, index)
 
-    try:
-        return yaml.load(text, Loader=_NoAliases)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise SpecError([("<root>", _short(f"not valid YAML or JSON: {exc}"))]) from None
+    return NoAliasLoader
 
 
 def _short(message: str) -> str:

@@ -177,7 +177,8 @@ class Dispatcher:
                     state = "stopped" if study.stop_requested else "failed"
                     self.store.mark_unfinished_trials(study_id, state, error=f"runner exited with code {code}")
                     if state == "failed":  # the tail goes to the server's log, not to the user
-                        log.error("study %s: runner exited with code %s; log tail:\n%s", study_id, code, file_tail(runner.log_path))
+                        log.error("study %s: runner exited with code %s; log tail:\n%s",
+                                  study_id, code, file_tail(runner.log_path))
                     self.store.finish_study(
                         study_id, state, error=None if state == "stopped" else f"the study's runner exited with code {code}",
                     )

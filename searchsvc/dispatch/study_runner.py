@@ -156,7 +156,8 @@ def record_outcome(store: Store, study_id: int, *, planned: int, artifacts_dir: 
         # Single failed trials do not fail a study; a study in which every trial failed
         # found nothing, and saying "completed" would hide a broken setup.
         first_error = next((t.error for t in store.list_trials(study_id) if t.error), "") or ""
-        return store.finish_study(study_id, "failed", error=f"all {counts['failed']} trials failed; the first: {summarize(first_error)}").state
+        error = f"all {counts['failed']} trials failed; the first: {summarize(first_error)}"
+        return store.finish_study(study_id, "failed", error=error).state
     problem = export_best(store, study_id, artifacts_dir) if artifacts_dir else None
     return store.finish_study(study_id, "completed", error=problem).state
 
@@ -183,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         # records one line, which its owner reads through the API.
         log.exception("study %s failed", args.study_id)
         store.mark_unfinished_trials(args.study_id, "failed", error="the study's runner failed")
-        store.finish_study(args.study_id, "failed", error=f"the study's runner failed: {summarize(f'{type(exc).__name__}: {exc}')}")
+        error = f"the study's runner failed: {summarize(f'{type(exc).__name__}: {exc}')}"
+        store.finish_study(args.study_id, "failed", error=error)
         return 1
     finally:
         store.close()

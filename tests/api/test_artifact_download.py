@@ -45,7 +45,8 @@ def test_concurrent_first_downloads_all_succeed_and_build_once(
 
     def download(_: int) -> tuple[int, str]:
         response = api.client.get(f"/v1/studies/{study['id']}/artifact", headers=api.alice)
-        return response.status_code, hashlib.sha256(response.content).hexdigest() if response.status_code == 200 else response.text
+        ok = response.status_code == 200
+        return response.status_code, hashlib.sha256(response.content).hexdigest() if ok else response.text
 
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(download, range(6)))

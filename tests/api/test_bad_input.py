@@ -89,7 +89,8 @@ def test_oversized_bodies_are_413_declared_or_chunked(small: ApiUsers, minimal_s
 def test_ids_out_of_range_are_404_on_every_route(api: ApiUsers, minimal_spec: dict, study_id: str) -> None:
     study = api.client.post("/v1/studies", json=minimal_spec, headers=api.alice).json()
     routes = [("GET", f"/v1/studies/{study_id}"), ("GET", f"/v1/studies/{study_id}/trials"),
-              ("GET", f"/v1/studies/{study_id}/trials/1/reports"), ("GET", f"/v1/studies/{study['id']}/trials/{study_id}/reports"),
+              ("GET", f"/v1/studies/{study_id}/trials/1/reports"),
+              ("GET", f"/v1/studies/{study['id']}/trials/{study_id}/reports"),
               ("GET", f"/v1/studies/{study_id}/best"), ("GET", f"/v1/studies/{study_id}/artifact"),
               ("POST", f"/v1/studies/{study_id}/stop"), ("POST", f"/v1/studies/{study_id}/pause"),
               ("POST", f"/v1/studies/{study_id}/resume")]

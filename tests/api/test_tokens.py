@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
@@ -20,7 +20,7 @@ def test_create_list_and_revoke_own_tokens(api: ApiUsers) -> None:
     body = created.json()
     assert body["label"] == "laptop" and body["token"].startswith("ss_")
     expires = datetime.fromisoformat(body["expires_at"])
-    assert timedelta(days=29, hours=23) < expires - datetime.now(timezone.utc) <= timedelta(days=30)
+    assert timedelta(days=29, hours=23) < expires - datetime.now(UTC) <= timedelta(days=30)
     assert api.client.get("/v1/studies", headers=_bearer(body["token"])).status_code == 200
 
     listed = api.client.get("/v1/tokens", headers=api.alice).json()
@@ -44,7 +44,7 @@ def test_an_expired_token_is_refused(api: ApiUsers) -> None:
     store = api.client.app.state.service.store  # type: ignore[attr-defined]
     with store.engine.begin() as conn:  # a day passes
         conn.execute(update(TokenRow).where(TokenRow.id == body["id"])
-                     .values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+                     .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     response = api.client.get("/v1/studies", headers=_bearer(body["token"]))
     assert response.status_code == 401 and response.json()["detail"] == "invalid or expired token"
 
