@@ -32,8 +32,6 @@ from pathlib import Path
 REFUSED = "not under a folder this service allows (the operator sets SEARCHSVC_ALLOWED_PATHS)"
 HUB_REFUSED = "not a path under an allowed folder, and this service does not download models from a hub"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?$")
-
-
 USER_PLACEHOLDER = "{user}"
 _SAFE_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,99}$")
 
