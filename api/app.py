@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import health, plots, studies
+from api.limits import BodyLimits
+from api.routes import health, plots, studies, tokens
 from searchsvc import __version__
 from searchsvc.config import Settings
-from searchsvc.service import StudyService
+from searchsvc.service import PathRules, StudyService, UserLimits
+from searchsvc.signals import keep_sigterm_handler
 from searchsvc.store import Store
 
 log = logging.getLogger("searchsvc.api")
@@ -27,14 +29,20 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database_url = settings.resolved_database_url()
         store = Store.open(database_url)
-        app.state.service = StudyService(store)
+        rules = PathRules(roots=tuple(settings.allowed_roots()), data_dir=settings.data_dir.expanduser().resolve(),
+                          allow_hub=settings.allow_hub_models)
+        limits = UserLimits(max_pending_studies=settings.max_pending_studies_per_user)
+        app.state.service = StudyService(store, paths=rules, limits=limits)
+        app.state.metrics_token = settings.metrics_token
         app.state.ray = None
         app.state.dispatcher = None
         if dispatch:
             from searchsvc.dispatch.dispatcher import Dispatcher
             from searchsvc.dispatch.ray_cluster import connect_ray, disconnect_ray
 
-            ray = connect_ray(settings.ray_address, num_cpus=settings.ray_num_cpus, dashboard_port=settings.ray_dashboard_port)
+            with keep_sigterm_handler():  # Ray's driver would take SIGTERM from uvicorn's graceful shutdown
+                ray = connect_ray(settings.ray_address, num_cpus=settings.ray_num_cpus,
+                                  dashboard_port=settings.ray_dashboard_port)
             dispatcher = Dispatcher(
                 store,
                 database_url=database_url,
@@ -44,6 +52,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
                 interval_s=settings.dispatch_interval_s,
                 max_running=settings.max_running_studies,
                 max_trials_per_user=settings.max_trials_per_user,
+                max_studies_per_user=settings.max_running_studies_per_user,
             )
             dispatcher.start()
             app.state.ray, app.state.dispatcher = ray, dispatcher
@@ -62,7 +71,9 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes)
     app.include_router(health.router)
     app.include_router(studies.router)
     app.include_router(plots.router)
+    app.include_router(tokens.router)
     return app

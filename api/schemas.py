@@ -5,12 +5,40 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from searchsvc.errors import summarize
 from searchsvc.service import StudyView
-from searchsvc.store import Report, Trial
+from searchsvc.store import Report, Token, Trial
 
 T = TypeVar("T")
+
+
+class ErrorOut(BaseModel):
+    """Every error answer but 422: a short message; ``error_id`` (500, 503) finds the full
+    text in the server's log."""
+
+    detail: str
+    error_id: str | None = None
+
+
+class ProblemOut(BaseModel):
+    loc: str = Field(description="the field's path, e.g. search.space.lr.low")
+    msg: str
+
+
+class ProblemsOut(BaseModel):
+    """A 422: every problem of the request, each naming its field."""
+
+    detail: list[ProblemOut]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route answers, with their real bodies."""
+    text = {401: "missing, unknown or expired token", 404: "no such object, or not yours", 409: "conflicts with its state",
+            413: "request body too large", 415: "request body is not JSON", 422: "invalid request",
+            503: "database unavailable"}
+    return {code: {"model": ProblemsOut if code == 422 else ErrorOut, "description": text[code]} for code in codes}
 
 
 class ListOut(BaseModel, Generic[T]):
@@ -60,7 +88,7 @@ class StudyOut(BaseModel):
         s, p = view.study, view.progress
         return cls(
             id=s.id, name=s.name, state=s.state, owner=s.owner, spec=s.spec, stop_requested=s.stop_requested,
-            error=s.error, ray_experiment=s.ray_experiment, dashboard_url=s.dashboard_url,
+            error=summarize(s.error) if s.error else None, ray_experiment=s.ray_experiment, dashboard_url=s.dashboard_url,
             control=s.control, restarts=s.restarts,
             progress=ProgressOut(total=p.total, best_objective=p.best_objective, **p.counts),
             created_at=s.created_at, updated_at=s.updated_at, started_at=s.started_at, finished_at=s.finished_at,
@@ -88,13 +116,33 @@ class TrialOut(BaseModel):
     def of(cls, t: Trial) -> TrialOut:
         duration = (t.finished_at - t.started_at).total_seconds() if t.started_at and t.finished_at else None
         return cls(
-            id=t.id, number=t.number, state=t.state, config=t.config, attempt=t.attempt, error=t.error,
+            id=t.id, number=t.number, state=t.state, config=t.config, attempt=t.attempt,
+            error=summarize(t.error) if t.error else None,
             best_objective=t.best_objective, num_reports=t.num_reports, checkpoint_path=t.checkpoint_path,
             ray_trial_id=t.ray_trial_id, created_at=t.created_at, started_at=t.started_at,
             finished_at=t.finished_at, duration_s=duration,
-            attempts=[AttemptOut(attempt=a.attempt, state=a.state, error=a.error, started_at=a.started_at,
+            attempts=[AttemptOut(attempt=a.attempt, state=a.state, error=summarize(a.error) if a.error else None,
+                                 started_at=a.started_at,
                                  finished_at=a.finished_at) for a in t.attempts],
         )
+
+
+class AttemptErrorOut(BaseModel):
+    attempt: int
+    state: str
+    error: str | None
+
+
+class TrialErrorOut(BaseModel):
+    trial_id: int
+    state: str
+    error: str | None
+    attempts: list[AttemptErrorOut]
+
+    @classmethod
+    def of(cls, t: Trial) -> TrialErrorOut:
+        return cls(trial_id=t.id, state=t.state, error=t.error,
+                   attempts=[AttemptErrorOut(attempt=a.attempt, state=a.state, error=a.error) for a in t.attempts])
 
 
 class ReportOut(BaseModel):
@@ -119,3 +167,25 @@ class BestOut(BaseModel):
     objective: float | None
     trial: TrialOut
     report: ReportOut
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    label: str = Field("", max_length=100, pattern=r"^[^\x00]*$", description="your name for it, e.g. 'laptop'")
+    expires_in_days: int | None = Field(None, ge=1, le=3650, description="unset: the token does not expire")
+
+
+class TokenOut(BaseModel):
+    id: int
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, t: Token) -> TokenOut:
+        return cls(id=t.id, label=t.label, created_at=t.created_at, expires_at=t.expires_at)
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="the secret, shown once: send it as 'Authorization: Bearer <token>'")

@@ -171,15 +171,17 @@ class Served(NamedTuple):
 
 
 @contextmanager
-def served(database_url: str, data_dir: Path, *, ray_cpus: int) -> Iterator[Served]:
+def served(database_url: str, data_dir: Path, *, ray_cpus: int, allowed: Sequence[str] = ()) -> Iterator[Served]:
     """``searchsvc serve`` on ``database_url`` with its own local Ray of ``ray_cpus`` CPUs and a token for
     ``bench``; yields it with a client. Only ``server.start()`` is timed. The client is closed, then the
-    server stopped, however the block ends (the server object stays readable, e.g. its log tail)."""
+    server stopped, however the block ends (the server object stays readable, e.g. its log tail).
+    ``allowed``: the model and task folders the benchmark's specs name (``SEARCHSVC_ALLOWED_PATHS``)."""
     from searchsvc.client import Client
     from searchsvc.local_server import LocalServer, free_port
 
     token = issue_token(database_url)
-    server = LocalServer(database_url=database_url, data_dir=data_dir, ray_num_cpus=ray_cpus, dashboard_port=free_port())
+    server = LocalServer(database_url=database_url, data_dir=data_dir, ray_num_cpus=ray_cpus, dashboard_port=free_port(),
+                         extra_env={"SEARCHSVC_ALLOWED_PATHS": os.pathsep.join(allowed)})
     started = time.perf_counter()
     server.start()
     startup_s = time.perf_counter() - started

@@ -146,7 +146,9 @@ def _wait(condition, *, timeout_s: float, what: str, poll_s: float = 0.5):  # ty
 
 def run_backend(backend: str, args: argparse.Namespace, root: Path, workload: tuple[str, list[dict[str, Any]]]) -> dict[str, Any]:
     model, tasks = workload
-    with fresh_database(backend, root / backend) as url, served(url, root / backend / "data-dir", ray_cpus=1) as run:
+    allowed = [model, *(task["path"] for task in tasks)]
+    with (fresh_database(backend, root / backend) as url,
+          served(url, root / backend / "data-dir", ray_cpus=1, allowed=allowed) as run):
         server, client, token, startup_s = run
         spec = study_spec(name=f"api-load-{backend}", model=model, tasks=tasks, num_trials=2, max_concurrent=1,
                           max_epochs=1000)

@@ -152,7 +152,8 @@ def run_bare(spec: dict[str, Any], work: Path, *, cpus: int, bar: tqdm) -> dict[
 
 def run_searchsvc(spec: dict[str, Any], work: Path, *, cpus: int, bar: tqdm) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
-    with served(f"sqlite:///{work / 'searchsvc.db'}", work / "data-dir", ray_cpus=cpus) as run:
+    allowed = [spec["model"], *(task["path"] for task in spec["tasks"])]
+    with served(f"sqlite:///{work / 'searchsvc.db'}", work / "data-dir", ray_cpus=cpus, allowed=allowed) as run:
         started = time.perf_counter()
         study = run.client.create_study(spec)
         while study.state not in TERMINAL:

@@ -40,12 +40,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api import create_app
+    from searchsvc.signals import shutdown_signals_end_quietly
 
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"searchsvc: database {settings.resolved_database_url()}", file=sys.stderr)
+    print(f"searchsvc: database {settings.masked_database_url()}", file=sys.stderr)
     print(f"searchsvc: API on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    # SIGTERM (docker stop, Kubernetes) and SIGINT both pause running studies and exit 0.
+    with shutdown_signals_end_quietly():
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    print("searchsvc: stopped; running studies resume on the next start", file=sys.stderr)
     return 0
 
 
@@ -53,15 +57,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from searchsvc.store import Store
+    from datetime import timedelta
 
+    from searchsvc.store import Store
+    from searchsvc.store.models import utcnow
+
+    expires_at = utcnow() + timedelta(days=args.expires_in_days) if args.expires_in_days else None
     store = Store.open(_settings(args).resolved_database_url())
     try:
-        user, token = store.issue_token(args.user)
+        user, token = store.issue_token(args.user, label=args.label, expires_at=expires_at)
     finally:
         store.close()
     print(f"token for user {user.name!r} (shown once; export it as SEARCHSVC_TOKEN):", file=sys.stderr)
     print(token)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from searchsvc.store import Store
+
+    store = Store.open(_settings(args).resolved_database_url())
+    try:
+        tokens = store.list_tokens(store.get_or_create_user(args.user).id)
+    finally:
+        store.close()
+    for token in tokens:
+        expires = token.expires_at.isoformat(timespec="seconds") if token.expires_at else "never"
+        print(f"{token.id}\t{token.label or '-'}\tcreated {token.created_at.isoformat(timespec='seconds')}\texpires {expires}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from searchsvc.errors import NotFoundError
+    from searchsvc.store import Store
+
+    store = Store.open(_settings(args).resolved_database_url())
+    try:
+        store.revoke_token(store.get_or_create_user(args.user).id, args.token_id)
+    except NotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"revoked token {args.token_id}", file=sys.stderr)
     return 0
 
 
@@ -172,8 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="token_command", required=True)
     p = token.add_parser("create", help="create a token (the user is created if new); prints it on the last line")
     p.add_argument("--user", required=True)
+    p.add_argument("--label", default="", help="a name to tell it apart in `token list`")
+    p.add_argument("--expires-in-days", type=int, default=None, help="default: never expires")
     local_flags(p)
     p.set_defaults(func=cmd_token_create)
+    p = token.add_parser("list", help="a user's tokens (ids, labels, expiry; never the secrets)")
+    p.add_argument("--user", required=True)
+    local_flags(p)
+    p.set_defaults(func=cmd_token_list)
+    p = token.add_parser("revoke", help="revoke one of a user's tokens by id")
+    p.add_argument("token_id", type=int)
+    p.add_argument("--user", required=True)
+    local_flags(p)
+    p.set_defaults(func=cmd_token_revoke)
 
     from searchsvc.cli_study import add_study_commands
 

@@ -6,10 +6,14 @@ variables, then the embedded defaults (an SQLite file and a local Ray).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from searchsvc.paths import parse_roots
+from searchsvc.redact import mask_url
 
 
 class Settings(BaseSettings):
@@ -24,7 +28,27 @@ class Settings(BaseSettings):
     ray_dashboard_port: int = 8265
     dispatch_interval_s: float = Field(1.0, gt=0, description="how often the dispatcher looks for new studies")
     max_running_studies: int = Field(4, gt=0)
-    max_trials_per_user: int | None = Field(None, gt=0, description="concurrent trials one user may run across studies")
+    max_running_studies_per_user: int | None = Field(
+        2, gt=0, description="studies one user may run at once; the rest of theirs wait (others' do not)"
+    )
+    max_trials_per_user: int | None = Field(8, gt=0, description="concurrent trials one user may run across studies")
+    max_pending_studies_per_user: int | None = Field(
+        20, gt=0, description="studies one user may have waiting; a further submission is refused (409)"
+    )
+    metrics_token: str | None = Field(None, description="when set, /metrics requires 'Authorization: Bearer <it>'")
+    allowed_paths: str = Field(
+        "", description=f"folders a spec's task paths and model path may lie under, separated by {os.pathsep!r}; "
+                        "empty (the default) allows none"
+    )
+    allow_hub_models: bool = Field(False, description="accept a model-hub id as a spec's model (workers download it)")
+    max_request_bytes: int = Field(1 << 20, gt=0, description="larger request bodies are refused with 413")
+
+    def allowed_roots(self) -> list[Path]:
+        return parse_roots(self.allowed_paths)
+
+    def masked_database_url(self) -> str:
+        """The database URL for logs and messages: the password replaced by ``***``."""
+        return mask_url(self.resolved_database_url())
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -13,6 +13,7 @@ running so the study can be looked at: plots, the dashboard, the CLI; ``--stop``
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import time
 import zipfile
@@ -115,7 +116,10 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
     store.close()
 
     print("[demo] starting searchsvc serve (SQLite + local Ray) ...", flush=True)
-    server = LocalServer(database_url=database_url, data_dir=workdir / "searchsvc-data", port=port)
+    # The operator's setting: the spec may name the demo's model and task folders, nothing else.
+    allowed = os.pathsep.join([str(model), str(workdir / "data")])
+    server = LocalServer(database_url=database_url, data_dir=workdir / "searchsvc-data", port=port,
+                         extra_env={"SEARCHSVC_ALLOWED_PATHS": allowed})
     with server:
         print(f"[demo] API at {server.url} (docs at {server.url}/docs)", flush=True)
         with Client(server.url, token) as client:

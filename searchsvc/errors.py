@@ -16,6 +16,7 @@ The API maps these to HTTP status codes in exactly one place (``api/errors.py``)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -52,3 +53,17 @@ class ConflictError(SearchsvcError, RuntimeError):
 
 class StoreError(SearchsvcError, RuntimeError):
     """The database failed; the transaction was rolled back and nothing was written."""
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
+
+
+def summarize(text: str, *, limit: int = 300) -> str:
+    """One line for a user from an error text (a traceback, a Ray error with log tails):
+    the last line that names an exception (``ValueError: ...``), else the last line, cut
+    to ``limit`` characters. The full text, with install paths and log tails, stays in
+    the server's logs and the database."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    named = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    line = (named or lines or [""])[-1]
+    return line if len(line) <= limit else line[: limit - 1] + "…"

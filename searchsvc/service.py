@@ -7,13 +7,14 @@ exists), which the API maps to HTTP status codes.
 
 from __future__ import annotations
 
-import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchsvc.errors import NotFoundError
+from searchsvc.artifacts import artifact_name, pack_once
+from searchsvc.errors import ConflictError, NotFoundError
+from searchsvc.paths import PathPolicy, roots_for
+from searchsvc.request_limits import check_raw_spec
 from searchsvc.spec import check_searchable, parse_spec
 from searchsvc.store import Report, Store, Study, Trial, TrialTally, User
 
@@ -31,18 +32,52 @@ class StudyView:
     progress: StudyProgress
 
 
+@dataclass(frozen=True)
+class UserLimits:
+    """Per-user limits the service enforces at submission (the dispatcher enforces the
+    running ones). None: no limit."""
+
+    max_pending_studies: int | None = 20
+
+
+@dataclass(frozen=True)
+class PathRules:
+    """The operator's filesystem rules for specs (see :mod:`searchsvc.paths`): allowed
+    roots (which may hold ``{user}``), the service's data folder (never allowed, but for
+    a user's own artifacts), and whether hub ids are accepted."""
+
+    roots: tuple[Path, ...] = ()
+    data_dir: Path | None = None
+    allow_hub: bool = False
+
+
 class StudyService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, paths: PathRules | None = None, limits: UserLimits | None = None) -> None:
         self.store = store
+        self.paths = paths or PathRules()
+        self.limits = limits or UserLimits()
 
     def submit(self, user: User, raw_spec: Any) -> StudyView:
         """Validate the spec (raises SpecError, storing nothing) and store a pending study.
 
-        A submitted study must search something: an empty ``search.space`` is refused here
-        (see :func:`~searchsvc.spec.check_searchable`), not in ``parse_spec``.
-        """
-        spec = check_searchable(parse_spec(raw_spec))
+        The raw value is bounded first (a JSON object, no NUL, no huge strings), then its
+        paths are confined to the operator's roots before any of them is read. A submitted study
+        must search something: an empty ``search.space`` is refused here (see
+        :func:`~searchsvc.spec.check_searchable`), not in ``parse_spec``."""
+        check_raw_spec(raw_spec)
+        spec = check_searchable(parse_spec(raw_spec, paths=self.path_policy(user)))
+        limit = self.limits.max_pending_studies
+        if limit is not None and len(self.store.list_studies(owner_id=user.id, states=["pending"])) >= limit:
+            raise ConflictError(f"you have {limit} studies waiting to start, the most this service allows; "
+                                "wait for them or stop some")
         return self._view(self.store.create_study(user.id, spec))
+
+    def path_policy(self, user: User) -> PathPolicy:
+        """The rules for ``user``'s spec: their own exported artifacts may be a base model."""
+        owned = [Path(s.artifact_path) for s in self.store.list_studies(owner_id=user.id) if s.artifact_path]
+        private = [self.paths.data_dir] if self.paths.data_dir else []
+        return PathPolicy(roots=roots_for(self.paths.roots, user.name), private=private, owned=owned,
+                          allow_hub=self.paths.allow_hub)
 
     def get(self, user: User, study_id: int) -> StudyView:
         return self._view(self.store.get_study(study_id, owner_id=user.id))
@@ -54,6 +89,10 @@ class StudyService:
 
     def trials(self, user: User, study_id: int) -> list[Trial]:
         return self.store.list_trials(study_id, owner_id=user.id)
+
+    def trial(self, user: User, study_id: int, trial_id: int) -> Trial:
+        """One trial with its full error texts (the lists show one line of each)."""
+        return self.store.get_trial(study_id, trial_id, owner_id=user.id)
 
     def reports(self, user: User, study_id: int, trial_id: int) -> list[Report]:
         return self.store.list_reports(study_id, trial_id, owner_id=user.id)
@@ -77,18 +116,19 @@ class StudyService:
     def artifact(self, user: User, study_id: int) -> tuple[Path, str]:
         """A .tar.gz of the study's exported artifact (merged model, discretized prefix,
         heads, PEFT adapter), or of the best trial's best checkpoint until the study has
-        been exported. Built once, next to what it packs. Returns the file and the name to
+        been exported. Built once, next to what it packs (the runner packs the exported
+        artifact when the study ends, so its download only sends the file). Returns the file and the name to
         download it as. Raises NotFoundError if neither exists."""
         study = self.store.get_study(study_id, owner_id=user.id)
         if study.artifact_path and Path(study.artifact_path).is_dir():
-            name = f"study-{study_id}-artifact"
-            return _tarball(Path(study.artifact_path), name=name), f"{name}.tar.gz"
+            name = artifact_name(study_id)
+            return pack_once(Path(study.artifact_path), name=name), f"{name}.tar.gz"
         trial, report = self.best(user, study_id)
         path = report.checkpoint_path or trial.checkpoint_path
         if not path or not Path(path).is_dir():
             raise NotFoundError(f"study {study_id}: the best trial has no checkpoint on this server")
         name = f"study-{study_id}-trial-{trial.number}-checkpoint"
-        return _tarball(Path(path), name=name), f"{name}.tar.gz"
+        return pack_once(Path(path), name=name), f"{name}.tar.gz"
 
     def _view(self, study: Study) -> StudyView:
         return _view(study, self.store.tally_trials([study.id])[study.id])
@@ -97,15 +137,3 @@ class StudyService:
 def _view(study: Study, tally: TrialTally) -> StudyView:
     total = int((study.spec.get("search") or {}).get("num_trials", 0))
     return StudyView(study, StudyProgress(total=total, counts=tally.counts, best_objective=tally.best_objective))
-
-
-def _tarball(folder: Path, *, name: str) -> Path:
-    """``folder`` packed as ``<folder>.<name>.tar.gz`` beside it, made once (atomically)."""
-    target = folder.parent / f"{folder.name}.{name}.tar.gz"
-    if target.is_file() and target.stat().st_mtime >= folder.stat().st_mtime:
-        return target
-    partial = target.with_suffix(f".{os.getpid()}.partial")
-    with tarfile.open(partial, "w:gz") as tar:
-        tar.add(folder, arcname=name)
-    os.replace(partial, target)
-    return target

@@ -8,15 +8,17 @@ spec in one go. Nothing here imports torch, Ray or SQLAlchemy: the SDK uses it t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from searchsvc.errors import SpecError
+from searchsvc.paths import PathPolicy
 
 # Methods the trainers implement. The spec refuses any other name, so a typo fails at
 # submission rather than an hour later on a worker.
@@ -108,6 +110,8 @@ DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
 
 _TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 _TASK_FILES = ("train.jsonl", "dev.jsonl", "meta.json")
+MAX_PATH_LENGTH = 1024  # paths and model ids; longer is no real path, and every list call returns it
+_MAX_MESSAGE = 300  # a problem's message never grows with the input that caused it
 
 
 def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -118,16 +122,24 @@ def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields are errors, and types are strict: ``"5"``, ``true`` or ``5.0`` is not
+    an integer (a quoted number in a spec is a mistake worth naming, not guessing at)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TaskSpec(_Strict):
-    """One task: a folder with ``train.jsonl``, ``dev.jsonl`` and ``meta.json``."""
+    """One task: a folder with ``train.jsonl``, ``dev.jsonl`` and ``meta.json``.
+
+    On the server, ``parse_spec(..., paths=policy)`` confines the folder to the
+    operator's allowed roots before anything is read (see :mod:`searchsvc.paths`).
+    Messages name the field, never the path: on a server they would map its files.
+    """
 
     name: str
-    path: str
-    weight: float = Field(1.0, gt=0, description="relative sampling weight γ of this task")
-    instruction: str | None = Field(None, description="optional task description text")
+    path: str = Field(min_length=1, max_length=MAX_PATH_LENGTH)
+    weight: float = Field(1.0, gt=0, le=1e6, description="relative sampling weight γ of this task")
+    instruction: str | None = Field(None, max_length=10_000, description="optional task description text")
 
     @field_validator("name")
     @classmethod
@@ -138,19 +150,20 @@ class TaskSpec(_Strict):
 
     @field_validator("path")
     @classmethod
-    def _folder_is_a_task(cls, value: str) -> str:
-        folder = Path(value).expanduser()
+    def _folder_is_a_task(cls, value: str, info: ValidationInfo) -> str:
+        policy = (info.context or {}).get("paths")
+        folder = policy.task_folder(value) if policy is not None else Path(value).expanduser()
         if not folder.is_dir():
-            raise ValueError(f"no task folder at {value!r}")
+            raise ValueError("no task folder at this path")
         missing = [name for name in _TASK_FILES if not (folder / name).is_file()]
         if missing:
-            raise ValueError(f"task folder {value!r} lacks {', '.join(missing)}")
+            raise ValueError(f"the task folder lacks {', '.join(missing)}")
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"meta.json in {value!r} is not valid JSON: {exc}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("the task folder's meta.json is not valid JSON") from None
         if not isinstance(meta, dict) or "metric" not in meta:
-            raise ValueError(f"meta.json in {value!r} must be an object with a 'metric' field")
+            raise ValueError("the task folder's meta.json must be an object with a 'metric' field")
         return str(folder.resolve())
 
 
@@ -373,17 +386,28 @@ class CoordinationSpec(_Strict):
     similarity_weight: float = Field(0.0, ge=0.0, le=100.0, description="weight of the task-similarity regularizer")
 
 
+_ResourceName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_:.\-]{0,63}$")]
+_ResourceAmount = Annotated[float, Field(gt=0, le=1e6)]
+
+
 class ResourcesSpec(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
-    custom: dict[str, float] = Field(default_factory=dict)
+    """What one trial reserves on a Ray node. Bounded: a sliver of a CPU packs trials onto
+    one core, and a request no machine has would wait for ever (the runner also checks
+    the cluster and fails such a study at once, see ``dispatch.resources``)."""
+
+    cpu: float = Field(1.0, ge=0.5, le=512)
+    gpu: float = Field(0.0, ge=0, le=16)
+    custom: dict[_ResourceName, _ResourceAmount] = Field(
+        default_factory=dict, max_length=16, description="Ray custom resources per trial, e.g. a node label"
+    )
 
 
 class StudySpec(_Strict):
     """Everything a study needs; see DESIGN.md, "Public contract"."""
 
     name: str = Field(min_length=1, max_length=200)
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_PATH_LENGTH,
+                       description="a model folder, or a hub id where the service allows it")
     tasks: list[TaskSpec] = Field(min_length=1)
     method: str = "lora+prefix"
     search: SearchSpec = Field(default_factory=SearchSpec)
@@ -396,6 +420,12 @@ class StudySpec(_Strict):
     @classmethod
     def _known_method(cls, value: str) -> str:
         return _one_of(value, METHODS, "method")
+
+    @field_validator("model")
+    @classmethod
+    def _allowed_model(cls, value: str, info: ValidationInfo) -> str:
+        policy = (info.context or {}).get("paths")
+        return value if policy is None else str(policy.model(value))
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StudySpec:
@@ -557,8 +587,12 @@ def _value_problem(name: str, value: Any, rule: dict[str, Any]) -> str | None:
     return None
 
 
-def parse_spec(data: Any) -> StudySpec:
+def parse_spec(data: Any, *, paths: PathPolicy | None = None) -> StudySpec:
     """Validate raw spec data (a dict, or YAML/JSON text) into a :class:`StudySpec`.
+
+    ``paths``: on a server, the operator's rules for the filesystem paths a spec may name
+    (task folders, a model folder), applied before anything is read; ``None`` (the SDK,
+    the CLI, a runner re-reading a stored spec) checks the paths as given.
 
     Raises:
         SpecError: listing every problem as ``(field path, message)``.
@@ -570,18 +604,39 @@ def parse_spec(data: Any) -> StudySpec:
     if not isinstance(data, dict):
         raise SpecError([("<root>", f"a study spec must be a mapping, got {type(data).__name__}")])
     try:
-        return StudySpec.model_validate(data)
+        return StudySpec.model_validate(data, context={"paths": paths} if paths is not None else None)
     except ValidationError as exc:
         raise SpecError(_problems_from(exc)) from None
 
 
 def _load_text(text: str | bytes) -> Any:
-    import yaml  # YAML is a superset of JSON, so one parser reads both.
+    """YAML (a superset of JSON, so one parser reads both) without anchors and aliases: a
+    few hundred bytes of nested aliases expand to gigabytes, and specs never need them."""
+    import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_no_alias_loader())  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise SpecError([("<root>", f"not valid YAML or JSON: {exc}")]) from None
+        raise SpecError([("<root>", _short(f"not valid YAML or JSON: {exc}"))]) from None
+
+
+@functools.cache
+def _no_alias_loader() -> type:
+    """PyYAML's SafeLoader, refusing an alias (``*name``) where it would expand one."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.YAMLError("YAML aliases (*name) are not accepted in a spec")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def _short(message: str) -> str:
+    """A message cut to a bounded length (it may quote the user's input)."""
+    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 1] + "…"
 
 
 def _problems_from(exc: ValidationError) -> list[tuple[str, str]]:
@@ -598,6 +653,6 @@ def _problems_from(exc: ValidationError) -> list[tuple[str, str]]:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field"
-        problems.append((".".join(loc) or "<root>", message))
-    return problems
+        problems.append((_short(".".join(loc)) or "<root>", _short(message)))
+    return [(path, _short(message)) for path, message in problems]
 

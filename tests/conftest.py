@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,6 +9,21 @@ import pytest
 from searchsvc.store import Store
 from tests.utils.databases import BACKENDS, fresh_database
 from tests.utils.tasks import write_task
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allowed_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' task folders and models live under pytest's temporary root: the
+    operator setting ``SEARCHSVC_ALLOWED_PATHS`` allows it for every server a test starts
+    (in-process or a ``searchsvc serve`` child, which inherits the environment)."""
+    root = tmp_path_factory.getbasetemp().resolve()
+    before = os.environ.get("SEARCHSVC_ALLOWED_PATHS")
+    os.environ["SEARCHSVC_ALLOWED_PATHS"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("SEARCHSVC_ALLOWED_PATHS", None)
+    else:
+        os.environ["SEARCHSVC_ALLOWED_PATHS"] = before
 
 
 @pytest.fixture(params=BACKENDS)

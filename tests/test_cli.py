@@ -30,6 +30,23 @@ def test_token_create_prints_the_token_alone_on_the_last_line(tmp_path: Path) ->
     store.close()
 
 
+def test_token_list_and_revoke(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    first = searchsvc("token", "create", "--user", "carol", "--label", "laptop", "--expires-in-days", "7", "--database-url", url)
+    token = first.stdout.strip().splitlines()[-1]
+    listed = searchsvc("token", "list", "--user", "carol", "--database-url", url)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.strip().splitlines()
+    token_id, label, _created, expires = line.split("\t")
+    assert label == "laptop" and expires != "expires never" and token not in listed.stdout
+    assert searchsvc("token", "revoke", token_id, "--user", "dave", "--database-url", url).returncode == 1
+    assert searchsvc("token", "revoke", token_id, "--user", "carol", "--database-url", url).returncode == 0
+    store = Store.open(url)
+    with pytest.raises(PermissionError):
+        store.authenticate(token)
+    store.close()
+
+
 def test_train_runs_one_trial_without_ray_or_api(tmp_path: Path, two_tasks: list[dict]) -> None:
     from workers.tiny import build_tiny_model
 

@@ -1,7 +1,8 @@
-"""Liveness and Prometheus metrics, at the root (no auth: scraped by infrastructure)."""
+"""Liveness and Prometheus metrics, at the root (scraped by infrastructure: no user token)."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -9,13 +10,17 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from api.schemas import error_responses
+from searchsvc.errors import AuthError
 from searchsvc.store import STUDY_STATES, TRIAL_STATES
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=error_responses(503))
 def healthz(request: Request) -> dict[str, Any]:
+    """Whether the parts are up; no addresses (it needs no token, and Ray's GCS and
+    dashboard addresses are for the operator's eyes, in the server's log)."""
     service = request.app.state.service
     service.store.count_by_state()  # touches the database: a broken one fails here
     ray = request.app.state.ray
@@ -23,8 +28,7 @@ def healthz(request: Request) -> dict[str, Any]:
     return {
         "status": "ok",
         "database": "ok",
-        "ray_address": ray.address if ray else None,
-        "dashboard_url": ray.dashboard_url if ray else None,
+        "ray": "connected" if ray else "off",
         "dispatcher": "running" if dispatcher else "off",
     }
 
@@ -48,8 +52,13 @@ class _StoreCollector:
         yield GaugeMetricFamily("searchsvc_reports", "Per-epoch reports stored", value=reports)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(401, 503))
 def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text. Open by default (scraped by infrastructure); with the operator's
+    ``SEARCHSVC_METRICS_TOKEN`` set, it needs that token as a bearer token."""
+    required = getattr(request.app.state, "metrics_token", None)
+    if required and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {required}"):
+        raise AuthError("/metrics needs the metrics token")
     registry = CollectorRegistry()
     registry.register(_StoreCollector(request))  # type: ignore[arg-type]
     return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from api.deps import CurrentUser, ServiceDep
+from api.schemas import error_responses
 from searchsvc.plots import FORMATS, PER_TRIAL_KINDS, PLOT_KINDS, render_study_plot
 
-router = APIRouter(prefix="/v1/studies", tags=["plots"])
+router = APIRouter(prefix="/v1/studies", tags=["plots"], responses=error_responses(401, 404, 413, 415, 422, 503))
 
 _KINDS_DOC = "; ".join(f"`{name}`: {text}" for name, text in PLOT_KINDS.items())
 

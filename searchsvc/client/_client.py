@@ -20,8 +20,9 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 def load_spec(spec: dict[str, Any] | str | Path, *, base: Path | None = None) -> dict[str, Any]:
     """A spec as a dict: given as a dict, YAML/JSON text, or a path to a YAML/JSON file.
 
-    Relative task paths are made absolute against ``base`` (default: the working
-    directory, where the user stands when typing them): the server cannot know that.
+    Relative task paths, and a relative ``model`` that names a local folder, are made
+    absolute against ``base`` (default: the working directory, where the user stands
+    when typing them): the server cannot know that, and refuses relative paths.
     """
     if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and Path(spec).is_file()):
         path = Path(spec)
@@ -45,6 +46,9 @@ def _parse_text(text: str) -> Any:
 
 
 def _absolute_task_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    model = data.get("model")
+    if isinstance(model, str) and model and not Path(model).expanduser().is_absolute() and (base / model).is_dir():
+        data = {**data, "model": str((base / model).resolve())}  # a local model folder, not a hub id
     tasks = data.get("tasks")
     if not isinstance(tasks, list):
         return data

@@ -2,8 +2,9 @@
 
 It lives in the serve process as a background thread, never in a request handler: the
 API only writes a pending study and answers at once. Each tick it reaps runners that
-ended and starts runners for pending studies, within ``max_running`` studies and each
-user's ``max_trials_per_user`` concurrent trials.
+ended and starts runners for pending studies, within ``max_running`` studies, each
+user's ``max_studies_per_user`` running studies and ``max_trials_per_user`` concurrent
+trials, the user who runs the fewest studies first (``fairness``).
 
 Faults: runners die with the control plane (Linux parent-death signal), so a killed
 control plane leaves no runner behind writing to SQL; on the next start every study
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from searchsvc.dispatch.fairness import next_study
 from searchsvc.dispatch.study_runner import EXIT_INTERRUPTED, experiment_name
 from searchsvc.logs import file_tail
 from searchsvc.store import Store, Study
@@ -61,6 +63,7 @@ class Dispatcher:
         interval_s: float = 1.0,
         max_running: int = 4,
         max_trials_per_user: int | None = None,
+        max_studies_per_user: int | None = None,
     ) -> None:
         self.store = store
         self.database_url = database_url
@@ -70,6 +73,7 @@ class Dispatcher:
         self.interval_s = interval_s
         self.max_running = max_running
         self.max_trials_per_user = max_trials_per_user
+        self.max_studies_per_user = max_studies_per_user
         self._runners: dict[int, _Runner] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,16 +118,22 @@ class Dispatcher:
             self._stop.wait(self.interval_s)
 
     def tick(self) -> None:
+        """Reap ended runners, then fill free slots fairly (see ``fairness``): a user at
+        their limit of running studies or concurrent trials waits; others do not."""
         self._reap()
-        for study in self.store.list_studies(states=["pending"]):
-            if len(self._runners) >= self.max_running:
+        pending = self.store.list_studies(states=["pending"])
+        while pending and len(self._runners) < self.max_running:
+            running: dict[int, int] = {}
+            for runner in self._runners.values():
+                running[runner.owner_id] = running.get(runner.owner_id, 0) + 1
+            study = next_study(pending, running, max_per_user=self.max_studies_per_user,
+                               eligible=lambda s: self._allowed_concurrency(s) > 0)
+            if study is None:
                 return
-            concurrency = self._allowed_concurrency(study)
-            if concurrency <= 0:
-                continue  # this user is at their limit; the study waits its turn
+            pending.remove(study)
             claimed = self.store.claim_study(study.id)
             if claimed is not None:
-                self._launch(claimed, concurrency)
+                self._launch(claimed, self._allowed_concurrency(claimed))
 
     def _allowed_concurrency(self, study: Study) -> int:
         wanted = int((study.spec.get("search") or {}).get("max_concurrent", 1))
@@ -166,8 +176,10 @@ class Dispatcher:
                 else:  # the runner died before recording an end
                     state = "stopped" if study.stop_requested else "failed"
                     self.store.mark_unfinished_trials(study_id, state, error=f"runner exited with code {code}")
+                    if state == "failed":  # the tail goes to the server's log, not to the user
+                        log.error("study %s: runner exited with code %s; log tail:\n%s",
+                                  study_id, code, file_tail(runner.log_path))
                     self.store.finish_study(
-                        study_id, state,
-                        error=None if state == "stopped" else f"runner exited with code {code}; log tail:\n{file_tail(runner.log_path)}",
+                        study_id, state, error=None if state == "stopped" else f"the study's runner exited with code {code}",
                     )
             log.info("study %s: runner exited with %s (%s)", study_id, code, self.store.get_study(study_id).state)

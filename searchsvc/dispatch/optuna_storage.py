@@ -10,9 +10,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
 from sqlalchemy.engine import make_url
 
+from searchsvc.redact import mask_url, unmask_url
+
 OPTUNA_SCHEMA = "optuna"
+
+
+class MaskedRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, pickled (inside Tune's searcher state, on disk) without the
+    database password: the URL goes out masked and comes back from configuration."""
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state["url"] = mask_url(state["url"])
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__({**state, "url": _unmask_optuna_url(state["url"])})
+
+
+def _unmask_optuna_url(masked: str) -> str:
+    """The Optuna URL of the configured database, if ``masked`` is its masked form."""
+    if make_url(masked).password is None:
+        return masked  # SQLite: nothing was masked
+    real, _ = optuna_storage_url(unmask_url(masked))  # PostgreSQL: our database, another schema
+    return real
 
 
 def optuna_storage_url(database_url: str) -> tuple[str, dict[str, Any]]:
@@ -33,7 +57,6 @@ def optuna_storage_url(database_url: str) -> tuple[str, dict[str, Any]]:
 
 def make_optuna_storage(database_url: str):  # type: ignore[no-untyped-def]
     """An Optuna RDBStorage beside our database (creating the PostgreSQL schema if needed)."""
-    import optuna
     from sqlalchemy import create_engine, text
 
     url, engine_kwargs = optuna_storage_url(database_url)
@@ -42,4 +65,4 @@ def make_optuna_storage(database_url: str):  # type: ignore[no-untyped-def]
         with engine.begin() as conn:
             conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
         engine.dispose()
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    return MaskedRDBStorage(url, engine_kwargs=engine_kwargs)

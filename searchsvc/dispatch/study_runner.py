@@ -21,9 +21,11 @@ import argparse
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
+from searchsvc.artifacts import artifact_name, pack_once
+from searchsvc.errors import summarize
+from searchsvc.signals import keep_sigterm_handler, sigterm_as_interrupt
 from searchsvc.spec import OBJECTIVE_KEY, StudySpec, parse_spec
 from searchsvc.store import Store
 
@@ -109,10 +111,18 @@ def run_study(store: Store, study_id: int, *, ray_address: str | None, storage_d
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     import ray
 
+    from searchsvc.dispatch.resources import cluster_nodes, unsatisfiable
+
     study = store.get_study(study_id)
     spec = parse_spec(study.spec)
     if not ray.is_initialized():
-        ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
+        with keep_sigterm_handler():
+            ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
+    sigterm_as_interrupt()  # a SIGTERM saves Tune's state and leaves the study to resume, as Ctrl-C does
+    problem = unsatisfiable(spec.resources, cluster_nodes())
+    if problem:
+        store.mark_unfinished_trials(study_id, "failed", error=problem)
+        return store.finish_study(study_id, "failed", error=problem).state
     build_tuner(store, study_id, spec, storage_dir=storage_dir, max_concurrent=max_concurrent).fit()
     return record_outcome(store, study_id, planned=spec.search.num_trials, artifacts_dir=storage_dir.parent / "artifacts")
 
@@ -128,12 +138,13 @@ def export_best(store: Store, study_id: int, artifacts_dir: Path) -> str | None:
     trial, report = best
     checkpoint = report.checkpoint_path or trial.checkpoint_path
     if not checkpoint or not Path(checkpoint).is_dir():
-        return f"artifact not exported: the best trial's checkpoint {checkpoint!r} is not on this machine"
+        return "artifact not exported: the best trial's checkpoint is not on the machine that runs the study"
     try:
         path = export_on_ray(checkpoint, str(artifacts_dir / f"study-{study_id}"))
+        pack_once(Path(path), name=artifact_name(study_id))  # before the path is known: a download finds it packed
     except Exception as exc:  # noqa: BLE001 - reported on the study, never fatal to it
         log.exception("study %s: export failed", study_id)
-        return f"artifact export failed: {exc}"
+        return f"artifact export failed: {summarize(f'{type(exc).__name__}: {exc}')}"
     store.set_artifact(study_id, path)
     log.info("study %s: artifact at %s", study_id, path)
     return None
@@ -155,7 +166,8 @@ def record_outcome(store: Store, study_id: int, *, planned: int, artifacts_dir: 
         # Single failed trials do not fail a study; a study in which every trial failed
         # found nothing, and saying "completed" would hide a broken setup.
         first_error = next((t.error for t in store.list_trials(study_id) if t.error), "") or ""
-        return store.finish_study(study_id, "failed", error=f"all {counts['failed']} trials failed; the first error:\n{first_error[-8000:]}").state
+        error = f"all {counts['failed']} trials failed; the first: {summarize(first_error)}"
+        return store.finish_study(study_id, "failed", error=error).state
     problem = export_best(store, study_id, artifacts_dir) if artifacts_dir else None
     return store.finish_study(study_id, "completed", error=problem).state
 
@@ -177,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
                           max_concurrent=args.max_concurrent)
         log.info("study %s: %s", args.study_id, state)
         return EXIT_INTERRUPTED if state == "interrupted" else 0
-    except Exception:
-        text = traceback.format_exc()
-        log.error("study %s failed:\n%s", args.study_id, text)
+    except Exception as exc:
+        # The traceback stays in this runner's log (the server's data folder); the study
+        # records one line, which its owner reads through the API.
+        log.exception("study %s failed", args.study_id)
         store.mark_unfinished_trials(args.study_id, "failed", error="the study's runner failed")
-        store.finish_study(args.study_id, "failed", error=text[-20_000:])
+        error = f"the study's runner failed: {summarize(f'{type(exc).__name__}: {exc}')}"
+        store.finish_study(args.study_id, "failed", error=error)
         return 1
     finally:
         store.close()

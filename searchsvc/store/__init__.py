@@ -1,6 +1,9 @@
 """The SQL store (SQLAlchemy 2 + Alembic). Public names only; the ORM stays private."""
 
 from searchsvc.store.store import Store, hash_token
-from searchsvc.store.types import STUDY_STATES, TERMINAL_STUDY_STATES, TRIAL_STATES, Report, Study, Trial, TrialTally, User
+from searchsvc.store.types import STUDY_STATES, TERMINAL_STUDY_STATES, TRIAL_STATES, Report, Study, Token, Trial, TrialTally, User
 
-__all__ = ["STUDY_STATES", "TERMINAL_STUDY_STATES", "TRIAL_STATES", "Report", "Store", "Study", "Trial", "TrialTally", "User", "hash_token"]
+__all__ = [
+    "STUDY_STATES", "TERMINAL_STUDY_STATES", "TRIAL_STATES",
+    "Report", "Store", "Study", "Token", "Trial", "TrialTally", "User", "hash_token",
+]

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from searchsvc.errors import NotFoundError
 from searchsvc.store._base import StoreBase
-from searchsvc.store._rows import report_of, study_row, trial_of
+from searchsvc.store._rows import id_in_range, report_of, study_row, trial_of
 from searchsvc.store.models import ReportRow, TrialRow
 from searchsvc.store.types import Report, Trial
 
@@ -62,7 +62,7 @@ class ReportsStore(StoreBase):
     def list_reports(self, study_id: int, trial_id: int, *, owner_id: int | None = None) -> list[Report]:
         with self._scope() as session:
             study_row(session, study_id, owner_id)
-            trial = session.get(TrialRow, trial_id)
+            trial = session.get(TrialRow, trial_id) if id_in_range(trial_id) else None
             if trial is None or trial.study_id != study_id:
                 raise NotFoundError(f"trial {trial_id} not found in study {study_id}")
             rows = session.scalars(select(ReportRow).where(ReportRow.trial_id == trial_id).order_by(ReportRow.attempt, ReportRow.epoch))

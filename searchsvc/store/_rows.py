@@ -15,8 +15,8 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from searchsvc.errors import NotFoundError
-from searchsvc.store.models import AttemptRow, ReportRow, StudyRow, TrialRow, UserRow, utcnow
-from searchsvc.store.types import UNFINISHED_TRIAL_STATES, Attempt, Report, Study, Trial, User
+from searchsvc.store.models import AttemptRow, ReportRow, StudyRow, TokenRow, TrialRow, UserRow, utcnow
+from searchsvc.store.types import UNFINISHED_TRIAL_STATES, Attempt, Report, Study, Token, Trial, User
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -28,6 +28,11 @@ def aware(value: datetime | None) -> datetime | None:
 
 def user_of(row: UserRow) -> User:
     return User(id=row.id, name=row.name, created_at=aware(row.created_at))  # type: ignore[arg-type]
+
+
+def token_of(row: TokenRow) -> Token:
+    return Token(id=row.id, user_id=row.user_id, label=row.label, created_at=aware(row.created_at),  # type: ignore[arg-type]
+                 expires_at=aware(row.expires_at))
 
 
 def report_of(row: ReportRow) -> Report:
@@ -43,10 +48,20 @@ def report_of(row: ReportRow) -> Report:
     )
 
 
+# Ids are 32-bit INTEGER columns on PostgreSQL (64-bit on SQLite); a larger id from a URL
+# names no row, and must answer 404 rather than an overflow error from the driver.
+MAX_ID = 2**31 - 1
+
+
+def id_in_range(value: int) -> bool:
+    """Whether ``value`` can be a row id at all (checked before it reaches the database)."""
+    return 1 <= value <= MAX_ID
+
+
 def study_row(session: Session, study_id: int, owner_id: int | None, *, lock: bool = False) -> StudyRow:
     """The study's row; NotFoundError if absent or (with ``owner_id``) someone else's, so
     another user's study is indistinguishable from a missing one."""
-    row = session.get(StudyRow, study_id, with_for_update=lock)
+    row = session.get(StudyRow, study_id, with_for_update=lock) if id_in_range(study_id) else None
     if row is None or (owner_id is not None and row.owner_id != owner_id):
         raise NotFoundError(f"study {study_id} not found")
     return row

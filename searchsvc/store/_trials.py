@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from searchsvc.errors import NotFoundError, SpecError
 from searchsvc.store._base import StoreBase
-from searchsvc.store._rows import attempt_row, close_trials, study_row, trial_of, trials_of
+from searchsvc.store._rows import attempt_row, close_trials, id_in_range, study_row, trial_of, trials_of
 from searchsvc.store.models import AttemptRow, ReportRow, StudyRow, TrialRow, utcnow
 from searchsvc.store.types import TRIAL_STATES, Trial
 
@@ -56,7 +56,7 @@ class TrialsStore(StoreBase):
         if state not in TRIAL_STATES:
             raise SpecError([("state", f"unknown trial state {state!r}")])
         with self._scope() as session:
-            row = session.get(TrialRow, trial_id)
+            row = session.get(TrialRow, trial_id) if id_in_range(trial_id) else None
             if row is None:
                 raise NotFoundError(f"trial {trial_id} not found")
             row.state = state
@@ -83,7 +83,7 @@ class TrialsStore(StoreBase):
     def get_trial(self, study_id: int, trial_id: int, *, owner_id: int | None = None) -> Trial:
         with self._scope() as session:
             study_row(session, study_id, owner_id)
-            row = session.get(TrialRow, trial_id)
+            row = session.get(TrialRow, trial_id) if id_in_range(trial_id) else None
             if row is None or row.study_id != study_id:
                 raise NotFoundError(f"trial {trial_id} not found in study {study_id}")
             return trial_of(session, row)

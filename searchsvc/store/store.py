@@ -10,6 +10,7 @@ leave the store: methods return the frozen types of :mod:`searchsvc.store.types`
 
 from __future__ import annotations
 
+from searchsvc.redact import unmask_url
 from searchsvc.store._accounts import TOKEN_PREFIX, AccountsStore, hash_token
 from searchsvc.store._reports import ReportsStore
 from searchsvc.store._studies import StudiesStore
@@ -33,10 +34,12 @@ class Store(AccountsStore, StudiesStore, TrialsStore, ReportsStore):
     def close(self) -> None:
         self.engine.dispose()
 
-    # Ray Tune pickles its callbacks (which hold a store); a store travels as its URL and
-    # reconnects on arrival, without re-running migrations.
+    # Ray Tune pickles its callbacks (which hold a store) into its experiment state on
+    # disk; a store travels as its URL with the password masked, and on arrival takes the
+    # real URL from the process's configuration (see searchsvc.redact), reconnecting
+    # without re-running migrations.
     def __getstate__(self) -> dict[str, str]:
-        return {"url": self.engine.url.render_as_string(hide_password=False)}
+        return {"url": self.engine.url.render_as_string(hide_password=True)}
 
     def __setstate__(self, state: dict[str, str]) -> None:
-        self.__init__(make_engine(state["url"]))  # type: ignore[misc]
+        self.__init__(make_engine(unmask_url(state["url"])))  # type: ignore[misc]

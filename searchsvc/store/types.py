@@ -27,6 +27,17 @@ class User:
 
 
 @dataclass(frozen=True)
+class Token:
+    """An API token as its owner sees it: never the secret (only its hash is stored)."""
+
+    id: int
+    user_id: int
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Study:
     id: int
     name: str

@@ -19,8 +19,9 @@ class ApiUsers:
 
 @pytest.fixture
 def api(database_url: str) -> Iterator[ApiUsers]:
-    """The real app in-process on a real database, without Ray: studies stay pending."""
-    app = create_app(Settings(database_url=database_url), dispatch=False)
+    """The real app in-process on a real database, without Ray: studies stay pending.
+    Specs may name hub ids (``some/model``: nothing is downloaded, nothing runs)."""
+    app = create_app(Settings(database_url=database_url, allow_hub_models=True), dispatch=False)
     with TestClient(app) as client:
         store = app.state.service.store
         _, alice = store.issue_token("alice")

@@ -10,6 +10,7 @@ ROUTES = [
     ("GET", "/v1/studies/{id}"),
     ("GET", "/v1/studies/{id}/trials"),
     ("GET", "/v1/studies/{id}/trials/1/reports"),
+    ("GET", "/v1/studies/{id}/trials/1/error"),
     ("GET", "/v1/studies/{id}/best"),
     ("GET", "/v1/studies/{id}/artifact"),
     ("POST", "/v1/studies/{id}/stop"),
@@ -47,6 +48,20 @@ def test_owner_sees_and_stops_own_study(api: ApiUsers, minimal_spec: dict) -> No
     assert stopped["state"] == "stopped"
     assert api.client.post(f"/v1/studies/{study['id']}/stop", headers=api.alice).status_code == 409
     assert api.client.get(f"/v1/studies/{study['id']}/best", headers=api.alice).status_code == 404
+
+
+def test_metrics_can_require_the_operators_token(database_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from api import create_app
+    from searchsvc.config import Settings
+
+    app = create_app(Settings(database_url=database_url, metrics_token="m-secret"), dispatch=False)
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert "searchsvc_studies" in client.get("/metrics", headers={"Authorization": "Bearer m-secret"}).text
+        assert client.get("/healthz").status_code == 200
 
 
 def test_health_metrics_and_docs_need_no_token(api: ApiUsers, minimal_spec: dict) -> None:

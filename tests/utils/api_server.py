@@ -28,8 +28,9 @@ class ServedApi:
 
 @contextmanager
 def served_api(database_url: str, *, timeout_s: float = 30.0) -> Iterator[ServedApi]:
-    """Serve ``create_app(dispatch=False)`` on a free port until the block ends."""
-    app = create_app(Settings(database_url=database_url), dispatch=False)
+    """Serve ``create_app(dispatch=False)`` on a free port until the block ends (hub model ids
+    accepted, as the tests' ``minimal_spec`` names one that is never loaded: nothing trains here)."""
+    app = create_app(Settings(database_url=database_url, allow_hub_models=True), dispatch=False)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="served-api", daemon=True)
