@@ -53,7 +53,9 @@ METHODS: dict[str, tuple[str, dict[str, Any] | None, dict[str, Any]]] = {
     "peml": ("peml", None, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
     "peml+coordination": ("peml", {"enabled": True, "every_k": 1}, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
 }
-FULL = {"train": 500, "trials": 4, "epochs": 5, "patience": 2, "seeds": "1,2,3,4,5", "max_seq_len": 128, "search_dev": 200}
+# ~4 min per MiniLM training of 3 epochs on 2 quiet cores (LoRA; `head` about a third):
+# a method's part (3 search trials + 5 seeds) is ~30 min, the whole main suite ~3.5 h.
+FULL = {"train": 500, "trials": 3, "epochs": 3, "patience": 2, "seeds": "1,2,3,4,5", "max_seq_len": 128, "search_dev": 200}
 SMOKE = {"train": 24, "trials": 1, "epochs": 1, "patience": 1, "seeds": "1,2", "max_seq_len": 48, "search_dev": 16, "dev": 16}
 HOLDOUT = 0.2  # the spec's default train.holdout_fraction
 
@@ -69,7 +71,7 @@ def make_spec(label: str, args: argparse.Namespace, *, seed: int, dev: int | Non
     method, coordination, _ = METHODS[label]
     train = {"max_epochs": args.epochs, "patience": args.patience, "batch_size": 16, "max_seq_len": args.max_seq_len,
              "seed": seed, "max_train_examples": args.train, "max_dev_examples": dev, "subset": "random",
-             "selection": "holdout", "holdout_fraction": HOLDOUT}
+             "selection": "holdout", "holdout_fraction": HOLDOUT, "dev_scores": "best_epoch"}
     return study_spec(name=f"quality-{args.suite}-{label}", model=args.model, tasks=args.task_entries, method=method,
                       coordination=coordination, train=train, search=search)
 

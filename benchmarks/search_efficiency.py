@@ -1,7 +1,7 @@
 """Search efficiency: TPE against random search on the same space, budget and objective.
 
 The objective is a real trial (:func:`workers.run_trial`, method ``peml``: LoRA + a
-DARTS-searched prefix) on two real tasks; the score is the best epoch's ``avg_dev_score``.
+DARTS-searched prefix) on two real tasks; the score is the best epoch's ``objective`` (``avg_dev_score`` on held-out training rows).
 Default (full and smoke): a tiny BERT built from a config (:func:`workers.tiny.build_tiny_model`,
 hidden 32, 2 layers, seeded) on sst2 and rte (a fixed sample of 200 training and 100 dev rows,
 64 tokens, 2 epochs): cheap, but near chance, so TPE and random barely differ on it.
@@ -112,7 +112,7 @@ def one_search(model: Path, workload: dict[str, Any], *, algorithm: str, seed: i
                                            "metric": "avg_dev_score", "mode": "max", "space": SPACE})
 
     def objective(config: dict[str, Any]) -> float:
-        return float(train_once(spec, config)["avg_dev_score"])
+        return float(train_once(spec, config)["objective"])
 
     def progress(record: dict[str, Any]) -> None:
         bar.update(1)
@@ -152,7 +152,7 @@ def summarize(results: dict[str, Any]) -> str:
         *setup_markdown(results["setup"]),
         f"- objective: `run_trial` ({METHOD}) on {s['model']} over "
         f"{', '.join(s['tasks'])}: {train['max_train_examples']} train / {train['max_dev_examples']} dev rows each, "
-        f"{train['max_seq_len']} tokens, {train['max_epochs']} epoch(s); maximise the best epoch's avg_dev_score",
+        f"{train['max_seq_len']} tokens, {train['max_epochs']} epoch(s); maximise the best epoch's objective (avg_dev_score on the rows held out from training)",
         f"- space: `{json.dumps(SPACE)}`",
         f"- trial threads (SEARCHSVC_NUM_THREADS): {s['trial_threads']}",
         f"- budget: {s['trials']} trials per run, sequential (ask/tell through `make_searcher`), seeds {s['seeds']}; "
