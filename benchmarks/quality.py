@@ -52,6 +52,10 @@ METHODS: dict[str, tuple[str, dict[str, Any] | None, dict[str, Any]]] = {
     "lora+prefix": ("lora+prefix", None, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
     "peml": ("peml", None, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
     "peml+coordination": ("peml", {"enabled": True, "every_k": 1}, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
+    # The method as a search dimension: one study, the same budget, whichever method wins
+    # (the spec's own method is then unused; each trial draws only its method's dimensions).
+    "auto": ("lora", None, {"method": {"type": "choice", "values": ["lora", "lora+prefix", "peml"]}, "lr": LR,
+                            "lora_rank": RANK, "prefix_length": PREFIX}),
 }
 # ~4 min per MiniLM training of 3 epochs on 2 quiet cores (LoRA; `head` about a third):
 # a method's part (3 search trials + 5 seeds) is ~30 min, the whole main suite ~3.5 h.

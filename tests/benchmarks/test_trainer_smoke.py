@@ -86,7 +86,7 @@ def test_search_efficiency_smoke(tmp_path: Path) -> None:
 
 
 def test_quality_smoke(tmp_path: Path) -> None:
-    methods = "head,lora,peml"
+    methods = "head,lora,peml,auto"
     results = run_smoke("quality.py", tmp_path, "--methods", methods)
     tasks = results["settings"]["tasks"]
     assert set(results["methods"]) == set(methods.split(","))
@@ -101,6 +101,7 @@ def test_quality_smoke(tmp_path: Path) -> None:
             diffs = [entry["per_seed"]["average"][s] - results["methods"]["lora"]["per_seed"]["average"][s] for s in ("1", "2")]
             assert entry["vs_lora"]["average"]["mean"] == pytest.approx(sum(diffs) / 2)
     assert "prefix_length" not in results["methods"]["lora"]["best_config"]
+    assert results["methods"]["auto"]["best_config"]["method"] in ("lora", "lora+prefix", "peml")  # the method was searched
 
     # Parts already run are reused, and the table is exactly what the report builds from the parts.
     parts = tmp_path / "quality_parts" / "main"

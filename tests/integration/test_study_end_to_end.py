@@ -31,9 +31,10 @@ def test_four_trial_study_runs_end_to_end(live: LiveService, tmp_path) -> None:
         reports = live.store.list_reports(study.id, trial.id)
         assert [r.epoch for r in reports] == [1, 2], (trial, reports)
         for r in reports:
-            assert r.objective == r.metrics["avg_dev_score"]
+            # the objective: the study's metric (avg_dev_score, max) on rows held out from training
+            assert r.objective == r.metrics["objective"] == r.metrics["val/avg_dev_score"]
             assert {"senti/score", "senti/accuracy", "pairs/score", "pairs/f1", "pairs/accuracy", "train_loss"} <= set(r.metrics)
-            assert r.objective == pytest.approx((r.metrics["senti/score"] + r.metrics["pairs/score"]) / 2)
+            assert r.objective == pytest.approx((r.metrics["val/senti/score"] + r.metrics["val/pairs/score"]) / 2)
             persisted.append((r.objective, trial.id, r.epoch))
         # API reports equal the stored ones
         api_reports = study.reports(trial.id)
@@ -59,6 +60,28 @@ def test_four_trial_study_runs_end_to_end(live: LiveService, tmp_path) -> None:
     predictor = load(tmp_path / "artifact" / f"study-{study.id}-artifact")
     rows = [json.loads(line) for line in open(live.tasks[0]["path"] + "/dev.jsonl")][:5]
     assert len(predictor.predict("senti", rows)) == 5
+
+
+def test_a_study_on_train_loss_min_picks_the_lowest(live: LiveService) -> None:
+    """search.metric/mode reach the trainer, Tune and the store: the lowest training loss wins."""
+    spec = study_spec(live, name="loss-min", search={"num_trials": 2, "metric": "train_loss", "mode": "min"},
+                      train={"max_epochs": 3, "patience": 1, "batch_size": 8, "max_seq_len": 16, "seed": 0})
+    study = live.client.create_study(spec)
+    study.wait(timeout=900, poll_s=0.5)
+    assert study.state == "completed", dump_on_failure(live)
+    every = []
+    for trial in live.store.list_trials(study.id):
+        reports = live.store.list_reports(study.id, trial.id)
+        losses = [r.metrics["train_loss"] for r in reports]
+        assert [r.objective for r in reports] == losses
+        # patience 1 in mode min: a trial stops after the first epoch that is not a new minimum
+        for i in range(1, len(losses) - 1):
+            assert losses[i] < min(losses[:i]), losses
+        assert trial.best_objective == min(losses)
+        every += [(r.objective, trial.id, r.epoch) for r in reports]
+    best = study.best()
+    assert (best["objective"], best["trial"]["id"], best["report"]["epoch"]) == min(every)
+    assert study.progress["best_objective"] == min(every)[0]
 
 
 def test_stop_keeps_finished_epochs(live: LiveService) -> None:
