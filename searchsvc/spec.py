@@ -306,40 +306,21 @@ class TrainSpec(_Strict):
     loss_balance: str = Field("rms", description="'rms': each task's loss divided by the square root of its running "
                                                  "mean, so a regression MSE and a cross-entropy pull with gradients of "
                                                  "one scale; 'none': the plain mean")
-
     dev_scores: str = Field("every_epoch", description="when the dev split is scored: 'every_epoch' (every report "
                                                        "carries it) or 'best_epoch' (once, for the best epoch, after "
                                                        "training: saves time when only the final score matters)")
 
-    @field_validator("dev_scores")
+    @field_validator("dev_scores", "pair_encoding", "selection", "loss_balance", "sampling", "subset")
     @classmethod
-    def _known_dev_scores(cls, value: str) -> str:
-        return _one_of(value, DEV_SCORES, "dev_scores")
+    def _registered_name(cls, value: str, info: ValidationInfo) -> str:
+        return _one_of(value, _TRAIN_CHOICES[info.field_name], info.field_name)
 
-    @field_validator("pair_encoding")
-    @classmethod
-    def _known_pair_encoding(cls, value: str) -> str:
-        return _one_of(value, PAIR_ENCODINGS, "pair_encoding")
 
-    @field_validator("selection")
-    @classmethod
-    def _known_selection(cls, value: str) -> str:
-        return _one_of(value, SELECTIONS, "selection")
-
-    @field_validator("loss_balance")
-    @classmethod
-    def _known_loss_balance(cls, value: str) -> str:
-        return _one_of(value, LOSS_BALANCES, "loss_balance")
-
-    @field_validator("sampling")
-    @classmethod
-    def _known_sampling(cls, value: str) -> str:
-        return _one_of(value, SAMPLING, "sampling")
-
-    @field_validator("subset")
-    @classmethod
-    def _known_subset(cls, value: str) -> str:
-        return _one_of(value, SUBSETS, "subset")
+# The names each of TrainSpec's "one of" fields accepts.
+_TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
+    "dev_scores": DEV_SCORES, "pair_encoding": PAIR_ENCODINGS, "selection": SELECTIONS, "loss_balance": LOSS_BALANCES,
+    "sampling": SAMPLING, "subset": SUBSETS,
+}
 
 
 class PemlSpec(_Strict):
