@@ -123,6 +123,8 @@ class MultiTaskModel(MultiTaskBase):
         self.heads = nn.ModuleDict(dict(heads))
         self.accepts_token_type_ids = accepts_token_type_ids
         self.pair_encoding = pair_encoding
+        self._frozen: bool | None = None  # decided at the first pass, once every flag is set
+        self._features: dict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
 
     @property
     def backbone(self) -> nn.Module:
@@ -140,7 +142,46 @@ class MultiTaskModel(MultiTaskBase):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean-pooled last hidden states ``[batch, hidden]``, with the prefix applied if any."""
+        """Mean-pooled last hidden states ``[batch, hidden]``, with the prefix applied if any.
+
+        A model whose encoder has nothing to train (method ``head``) computes each distinct
+        text once, in eval mode (the features a linear probe reads), and reuses it: training
+        its heads then costs one encoder pass over the data, not one per epoch and step.
+        """
+        if self._frozen_features():
+            return self._cached_encode(input_ids, attention_mask, token_type_ids)
+        return self._encode_now(input_ids, attention_mask, token_type_ids)
+
+    def _frozen_features(self) -> bool:
+        if self._frozen is None:
+            self._frozen = self.prefix is None and not any(p.requires_grad for p in self.encoder.parameters())
+        return self._frozen
+
+    def _cached_encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        keys = []
+        for row in range(input_ids.shape[0]):
+            length = int(attention_mask[row].sum())
+            types = () if token_type_ids is None else tuple(token_type_ids[row, :length].tolist())
+            keys.append((tuple(input_ids[row, :length].tolist()), types))
+        missing = sorted({i for i, key in enumerate(keys) if key not in self._features}, key=lambda i: keys[i])
+        missing = list({keys[i]: i for i in missing}.values())  # one pass per distinct text
+        if missing:
+            index = torch.tensor(missing, device=input_ids.device)
+            was_training = self.encoder.training
+            self.encoder.eval()
+            with torch.no_grad():
+                fresh = self._encode_now(input_ids[index], attention_mask[index],
+                                         None if token_type_ids is None else token_type_ids[index])
+            self.encoder.train(was_training)
+            for i, vector in zip(missing, fresh, strict=True):
+                self._features[keys[i]] = vector
+        return torch.stack([self._features[key] for key in keys])
+
+    def _encode_now(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
         inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.accepts_token_type_ids:
             inputs["token_type_ids"] = token_type_ids

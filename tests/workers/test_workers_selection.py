@@ -157,3 +157,30 @@ def test_dev_scored_once_for_the_best_epoch_equals_scoring_it_every_epoch(
     if method == "peml":
         assert best_once["discretization_gap"] == pytest.approx(best_every["discretization_gap"])
         assert "val/discretization_gap" in once[0]
+
+
+def test_head_encodes_each_text_once_in_eval_mode(tiny_bert: Path, synthetic_tasks: dict[str, Path]) -> None:
+    from workers.trial import build_trial, train_and_score_epoch
+
+    trial = build_trial({"lr": 1e-2}, spec=_spec(tiny_bert, synthetic_tasks, method="head", max_epochs=2))
+    model = trial.model
+    rows: list[int] = []
+    model.encoder.register_forward_hook(lambda _m, args, kwargs, _out: rows.append(int(kwargs["input_ids"].shape[0])),
+                                        with_kwargs=True)
+    train_and_score_epoch(trial, epoch=1, global_step=0)
+    first = sum(rows)
+    distinct = {tuple(ids) for split in (*trial.train_splits, *trial.select_splits, *trial.dev_splits)
+                for ids in split.input_ids}
+    assert 0 < first == len(model._features) <= len(distinct)  # one encoder row per distinct text
+    rows.clear()
+    train_and_score_epoch(trial, epoch=2, global_step=trial.sampler.steps_per_epoch)
+    assert sum(rows) == 0  # nothing new to encode in the second epoch
+    # the cached features are the frozen encoder's eval-mode mean pooling
+    split = trial.dev_splits[0]
+    batch = model.collate([(0, split, [0, 1, 2])], pad_id=trial.pad_id)
+    model.train()
+    with torch.no_grad():
+        cached = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        model.eval()
+        fresh = model._encode_now(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    assert torch.allclose(cached, fresh, atol=1e-5)
