@@ -6,9 +6,11 @@ studies and lets a study die without taking the API down.
 
 Restore: Tune saves the experiment (trials, searcher, scheduler) under the study's
 storage folder as it runs. When a runner starts and finds that state (the study was
-paused, or the control plane died), it restores it: finished trials are not run again,
-unfinished ones continue from their last checkpoint, and the searcher keeps its history
-(Optuna's also lives in SQL, see ``optuna_storage``).
+paused, or the control plane died), it restores it: unfinished trials continue from
+their last checkpoint, and the searcher keeps its history (Optuna's also lives in SQL,
+see ``optuna_storage``). Tune's saved state may lag behind SQL after a crash; SQL wins:
+before any trial starts, the scheduler ends every trial SQL holds as finished and
+settles those Tune never recorded (see ``reconcile``).
 
 Exit codes: 0 the study reached a final state or was paused; 1 the runner failed (the
 study is marked failed); 3 interrupted with work left (the study stays running, so the
@@ -36,17 +38,23 @@ def experiment_name(study_id: int) -> str:
     return f"searchsvc-study-{study_id}"
 
 
-def _scheduler(spec: StudySpec):  # type: ignore[no-untyped-def]
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def _scheduler(store: Store, study_id: int, spec: StudySpec):  # type: ignore[no-untyped-def]
+    """The study's trial scheduler, which also reconciles a restored experiment with SQL
+    before it starts any trial (see ``reconcile``)."""
+    from searchsvc.dispatch.reconcile import Reconciler, ReconcilingASHAScheduler, ReconcilingFIFOScheduler
 
+    scheduler: ReconcilingASHAScheduler | ReconcilingFIFOScheduler
     if spec.search.scheduler == "asha":
-        return ASHAScheduler(
+        scheduler = ReconcilingASHAScheduler(
             time_attr="training_iteration",
             max_t=spec.train.max_epochs,
             grace_period=min(spec.search.grace_period, spec.train.max_epochs),
             reduction_factor=spec.search.reduction_factor,
         )
-    return FIFOScheduler()
+    else:
+        scheduler = ReconcilingFIFOScheduler()
+    scheduler.reconciler = Reconciler(store, study_id, metric=spec.search.metric)
+    return scheduler
 
 
 def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Path, max_concurrent: int | None):  # type: ignore[no-untyped-def]
@@ -72,7 +80,7 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
         param_space=tune_space(search),
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(search, max_concurrent=max_concurrent, storage=storage, study_name=experiment_name(study_id)),
-            scheduler=_scheduler(spec),
+            scheduler=_scheduler(store, study_id, spec),
             num_samples=search.num_trials,
             metric=search.metric,
             mode=search.mode,
