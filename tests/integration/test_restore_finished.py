@@ -144,3 +144,103 @@ def test_a_trial_stopped_by_patience_trains_no_further_epoch(crash_after_first_e
     })
     assert_finished_trial_untouched(crash, planned=2)
     assert len(crash.reports_before) == 2  # epoch 1 sets the best, epoch 2 does not beat it: stopped (max was 6)
+
+
+TUNE_STATE_PREFIXES = ("experiment_state-", "search_gen_state-", "searcher-state-")
+
+
+def tune_state_copy(data_dir: Path, study_id: int) -> dict[str, bytes] | None:
+    """Tune's saved experiment state (trial list, searcher), as bytes; None if caught mid-write."""
+    folder = data_dir / "ray_results" / experiment_name(study_id)
+    files = {p.name: p.read_bytes() for p in folder.glob("*") if p.is_file() and p.name.startswith(TUNE_STATE_PREFIXES)}
+    try:
+        for name, data in files.items():
+            if name.endswith(".json"):
+                json.loads(data)
+    except ValueError:
+        return None
+    return files or None
+
+
+def saved_status(files: dict[str, bytes], ray_trial_id: str) -> str:
+    newest = max(name for name in files if name.startswith("experiment_state-"))
+    for trial_json, _ in json.loads(files[newest])["trial_data"]:
+        if json.loads(trial_json)["trial_id"] == ray_trial_id:
+            return str(json.loads(trial_json)["status"])
+    return "absent"
+
+
+def roll_back_tune_state(data_dir: Path, study_id: int, files: dict[str, bytes]) -> None:
+    """Put Tune's saved state back as it was when ``files`` were read: what a crash would
+    have left had Tune not saved since."""
+    folder = data_dir / "ray_results" / experiment_name(study_id)
+    for path in folder.glob("*"):
+        if path.is_file() and path.name.startswith(TUNE_STATE_PREFIXES) and path.name not in files:
+            path.unlink()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_trial_stopped_by_asha_trains_no_further_epoch(backend: str, tmp_path: Path, tiny_bert: str) -> None:
+    """ASHA stops a trial right after that epoch's checkpoint, and Tune saves its state at
+    once (a checkpoint forces a save), so the window is milliseconds wide. It is recreated
+    exactly: Tune's saved state is read after each epoch; once SQL holds a trial as
+    stopped by ASHA, the service is killed and Tune's state put back as it was before
+    that trial's last epoch (the trial still running in it)."""
+    max_epochs = 4
+    tasks = [write_task(tmp_path / "data", "senti", "single", seed=1), write_task(tmp_path / "data", "pairs", "pair", seed=2)]
+    with fresh_database(backend, tmp_path) as url:
+        store = Store.open(url)
+        _, token = store.issue_token("tester")
+        data_dir = tmp_path / "data-dir"
+
+        def server() -> LocalServer:
+            return LocalServer(database_url=url, data_dir=data_dir, ray_num_cpus=2, dashboard_port=free_port())
+
+        first = server().start()
+        live = LiveService(first, Client(first.url, token), store, tasks, tiny_bert)
+        study = live.client.create_study(study_spec(live, name="asha-then-kill", search={
+            "num_trials": 6, "max_concurrent": 1, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
+            "algorithm": "random", "space": {"lr": {"type": "choice", "values": [1e-12, 5e-2]}}},
+            train={"max_epochs": max_epochs, "patience": 100, "batch_size": 8, "max_seq_len": 16, "seed": 0}))
+        copies: list[dict[str, bytes]] = []
+        seen_reports = -1
+
+        def stopped_by_asha() -> Trial | None:
+            nonlocal seen_reports
+            trials = store.list_trials(study.id)
+            victim = next((t for t in trials if t.state == "completed" and t.num_reports < max_epochs), None)
+            if victim is None and sum(t.num_reports for t in trials) != seen_reports:
+                copy = tune_state_copy(data_dir, study.id)
+                if copy is not None:
+                    copies.append(copy)
+                    seen_reports = sum(t.num_reports for t in trials)
+            return victim
+
+        victim = wait_for(stopped_by_asha, poll_s=0.05, timeout_s=500, what="a trial stopped by ASHA")
+        first.process.kill()  # SIGKILL: no clean-up of any kind
+        first.process.wait()
+        first.stop()
+        live.client.close()
+        victim = store.get_trial(study.id, victim.id)
+        reports_before = _reports(store, study.id, victim.id)
+        running_in = [c for c in copies if saved_status(c, victim.ray_trial_id) in ("RUNNING", "PENDING")]
+        assert running_in, "premise: some saved state showed the trial still running"
+        roll_back_tune_state(data_dir, study.id, running_in[-1])
+
+        second = server()
+        with second, Client(second.url, token) as client:
+            restored = client.study(study.id)
+            restored.wait(timeout=600, poll_s=0.5)
+            trials = store.list_trials(study.id)
+            reports = {t.id: _reports(store, study.id, t.id) for t in trials}
+            log = "\n".join(p.read_text(errors="replace") for p in sorted((data_dir / "logs").glob("*.log")))
+        store.close()
+
+    assert restored.state == "completed", log[-6000:]
+    assert len(trials) == 6 and all(t.state == "completed" for t in trials), [(t.id, t.state, t.error) for t in trials]
+    assert next(t for t in trials if t.id == victim.id) == victim  # its row exactly as it was
+    assert reports[victim.id] == reports_before and len(reports_before) < max_epochs  # no further epoch
+    assert "is completed in SQL; not running it again" in log
+    assert_each_epoch_once({i: [{"epoch": r[1]} for r in rows] for i, rows in reports.items()})

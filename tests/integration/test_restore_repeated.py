@@ -51,6 +51,11 @@ def a_trial_just_completed(base: Snapshot) -> Callable[[Snapshot], bool]:
     return lambda now: any(t.state == "completed" and i not in done for i, (t, _) in now.items())
 
 
+def progressed(before: Snapshot, now: Snapshot) -> bool:
+    """A trial started, reported or ended since ``before``: the study is moving again."""
+    return any(i not in before or (t.state, len(r)) != (before[i][0].state, len(before[i][1])) for i, (t, r) in now.items())
+
+
 MOMENTS = {"a trial starting": a_trial_starting, "mid-trial": an_epoch_reported_mid_trial,
            "right after a trial completed": a_trial_just_completed}
 
@@ -80,21 +85,25 @@ def test_three_kills_lose_nothing_and_restart_no_finished_trial(backend: str, tm
             current.process.wait()
             current.stop()
             at_kills.append(snapshot(store, study_id))
-            current = server().start()
             restarted_at = time.monotonic()
+            current = server().start()
             wait_for(lambda: store.get_study(study_id).restarts == len(at_kills)  # noqa: B023
                      and store.get_study(study_id).state == "running", what=f"the study to run again after the kill at {moment}")
+            wait_for(lambda: progressed(at_kills[-1], snapshot(store, study_id)), poll_s=0.1,  # noqa: B023
+                     what=f"the study to make progress after the kill at {moment}")
             recovery_s.append(time.monotonic() - restarted_at)
         with current, Client(current.url, token) as client:
             study = client.study(study_id)
             study.wait(timeout=900, poll_s=0.5)
             final = snapshot(store, study_id)
             history = optuna_history(url, study_id)
-            logs = "\n".join(p.read_text(errors="replace")[-4000:] for p in (tmp_path / "data-dir" / "logs").glob("*.log"))
+            logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "data-dir" / "logs").glob("*.log"))
         store.close()
 
-    print(f"\n[{backend}] restart to running again after each kill: {', '.join(f'{s:.1f} s' for s in recovery_s)}")
-    assert study.state == "completed", logs
+    print(f"\n[{backend}] restart to the study's next step (a trial starts, reports or ends) after each kill: "
+          f"{', '.join(f'{s:.1f} s' for s in recovery_s)}")
+    print("\n".join(line for line in logs.splitlines() if "searchsvc.reconcile" in line))
+    assert study.state == "completed", logs[-6000:]
     trials = [t for t, _ in final.values()]
     assert len(trials) == PLANNED and all(t.state == "completed" for t in trials), [(t.id, t.state, t.error) for t in trials]
     assert all(len(reports) == EPOCHS for _, reports in final.values())
