@@ -12,6 +12,11 @@ see ``optuna_storage``). Tune's saved state may lag behind SQL after a crash; SQ
 before any trial starts, the scheduler ends every trial SQL holds as finished and
 settles those Tune never recorded (see ``reconcile``).
 
+Database outages: the runner's store and Optuna storage retry a call while the database
+is unreachable (``SEARCHSVC_RUNNER_DB_RETRY_S``, default 10 minutes), holding Tune's loop
+meanwhile: trials keep training on their workers and their results queue in Ray, so no
+report or trial state is lost and none is written twice.
+
 Exit codes: 0 the study reached a final state or was paused; 1 the runner failed (the
 study is marked failed); 3 interrupted with work left (the study stays running, so the
 next control plane restores it).
@@ -31,6 +36,10 @@ from searchsvc.store import Store
 
 log = logging.getLogger("searchsvc.runner")
 EXIT_INTERRUPTED = 3
+# How long the runner's writes (reports, trial states, Optuna's history) wait out a
+# database outage before the runner gives up; the API itself answers 503 at once.
+DB_RETRY_ENV = "SEARCHSVC_RUNNER_DB_RETRY_S"
+DEFAULT_DB_RETRY_S = 600.0
 
 
 def experiment_name(study_id: int) -> str:
@@ -74,7 +83,8 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
     search = spec.search
     database_url = store.engine.url.render_as_string(hide_password=False)
-    storage = make_optuna_storage(database_url) if search.algorithm in ("tpe", "random") else None
+    storage = (make_optuna_storage(database_url, retry_unavailable_s=store.retry_unavailable_s)
+               if search.algorithm in ("tpe", "random") else None)
     return tune.Tuner(
         trainable,
         param_space=tune_space(search),
@@ -169,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.database_url:
         parser.error("--database-url or SEARCHSVC_DATABASE_URL is required")
-    store = Store.open(args.database_url, apply_migrations=False)
+    store = Store.open(args.database_url, apply_migrations=False,
+                       retry_unavailable_s=float(os.environ.get(DB_RETRY_ENV, DEFAULT_DB_RETRY_S)))
     try:
         state = run_study(store, args.study_id, ray_address=args.ray_address, storage_dir=args.storage_dir,
                           max_concurrent=args.max_concurrent)

@@ -185,7 +185,7 @@ def roll_back_tune_state(data_dir: Path, study_id: int, files: dict[str, bytes])
 def test_a_trial_stopped_by_asha_trains_no_further_epoch(backend: str, tmp_path: Path, tiny_bert: str) -> None:
     """ASHA stops a trial right after that epoch's checkpoint, and Tune saves its state at
     once (a checkpoint forces a save), so the window is milliseconds wide. It is recreated
-    exactly: Tune's saved state is read after each epoch; once SQL holds a trial as
+    exactly: Tune's saved state is read as it changes; once SQL holds a trial as
     stopped by ASHA, the service is killed and Tune's state put back as it was before
     that trial's last epoch (the trial still running in it)."""
     max_epochs = 4
@@ -204,18 +204,14 @@ def test_a_trial_stopped_by_asha_trains_no_further_epoch(backend: str, tmp_path:
             "num_trials": 6, "max_concurrent": 1, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
             "algorithm": "random", "space": {"lr": {"type": "choice", "values": [1e-12, 5e-2]}}},
             train={"max_epochs": max_epochs, "patience": 100, "batch_size": 8, "max_seq_len": 16, "seed": 0}))
-        copies: list[dict[str, bytes]] = []
-        seen_reports = -1
+        copies: list[dict[str, bytes]] = []  # each distinct saved state Tune wrote, in order
 
         def stopped_by_asha() -> Trial | None:
-            nonlocal seen_reports
-            trials = store.list_trials(study.id)
-            victim = next((t for t in trials if t.state == "completed" and t.num_reports < max_epochs), None)
-            if victim is None and sum(t.num_reports for t in trials) != seen_reports:
+            victim = next((t for t in store.list_trials(study.id) if t.state == "completed" and t.num_reports < max_epochs), None)
+            if victim is None:
                 copy = tune_state_copy(data_dir, study.id)
-                if copy is not None:
+                if copy is not None and (not copies or copy != copies[-1]):
                     copies.append(copy)
-                    seen_reports = sum(t.num_reports for t in trials)
             return victim
 
         victim = wait_for(stopped_by_asha, poll_s=0.05, timeout_s=500, what="a trial stopped by ASHA")
