@@ -155,7 +155,7 @@ def tune_state_copy(data_dir: Path, study_id: int) -> dict[str, bytes] | None:
     files = {p.name: p.read_bytes() for p in folder.glob("*") if p.is_file() and p.name.startswith(TUNE_STATE_PREFIXES)}
     try:
         for name, data in files.items():
-            if name.endswith(".json"):
+            if name.startswith("experiment_state-"):  # (search_gen_state-*.json is a pickle)
                 json.loads(data)
     except ValueError:
         return None
@@ -187,7 +187,8 @@ def test_a_trial_stopped_by_asha_trains_no_further_epoch(backend: str, tmp_path:
     once (a checkpoint forces a save), so the window is milliseconds wide. It is recreated
     exactly: Tune's saved state is read as it changes; once SQL holds a trial as
     stopped by ASHA, the service is killed and Tune's state put back as it was before
-    that trial's last epoch (the trial still running in it)."""
+    that trial's last epoch (the trial still running in it). ASHA's first rung is at epoch
+    2, so the stopped trial checkpointed once before: Tune saved it running then."""
     max_epochs = 4
     tasks = [write_task(tmp_path / "data", "senti", "single", seed=1), write_task(tmp_path / "data", "pairs", "pair", seed=2)]
     with fresh_database(backend, tmp_path) as url:
@@ -201,7 +202,7 @@ def test_a_trial_stopped_by_asha_trains_no_further_epoch(backend: str, tmp_path:
         first = server().start()
         live = LiveService(first, Client(first.url, token), store, tasks, tiny_bert)
         study = live.client.create_study(study_spec(live, name="asha-then-kill", search={
-            "num_trials": 6, "max_concurrent": 1, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
+            "num_trials": 6, "max_concurrent": 1, "scheduler": "asha", "grace_period": 2, "reduction_factor": 2,
             "algorithm": "random", "space": {"lr": {"type": "choice", "values": [1e-12, 5e-2]}}},
             train={"max_epochs": max_epochs, "patience": 100, "batch_size": 8, "max_seq_len": 16, "seed": 0}))
         copies: list[dict[str, bytes]] = []  # each distinct saved state Tune wrote, in order
@@ -222,7 +223,8 @@ def test_a_trial_stopped_by_asha_trains_no_further_epoch(backend: str, tmp_path:
         victim = store.get_trial(study.id, victim.id)
         reports_before = _reports(store, study.id, victim.id)
         running_in = [c for c in copies if saved_status(c, victim.ray_trial_id) in ("RUNNING", "PENDING")]
-        assert running_in, "premise: some saved state showed the trial still running"
+        assert running_in, ("premise: some saved state showed the trial still running", victim, reports_before,
+                            [sorted(c) for c in copies][-3:], [saved_status(c, victim.ray_trial_id) for c in copies])
         roll_back_tune_state(data_dir, study.id, running_in[-1])
 
         second = server()
