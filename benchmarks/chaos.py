@@ -4,7 +4,7 @@ killed at random moments drawn from a seed. Does anything get lost, doubled or r
     python benchmarks/chaos.py                 # 6 studies, 4 faults each, PostgreSQL: ~25 min here
     python benchmarks/chaos.py --smoke         # 1 study, 3 faults (one of each kind): ~3 min
 
-Faults, one at a time, each at a random moment (2-15 s after the study last made progress):
+Faults, one at a time, each at a random moment (1-6 s after the study's last step):
 - ``service``: ``kill -9`` of ``searchsvc serve`` (API, dispatcher, study runner, its Ray),
   started again at once;
 - ``worker``: ``kill -9`` of the Ray worker process training a trial (the trial is retried
@@ -50,6 +50,7 @@ from _control_plane import (
 
 NAME = "chaos"
 KINDS = ("service", "worker", "database")
+ENDED = ("completed", "failed", "stopped")
 Snapshot = dict[int, tuple[Any, list[tuple]]]  # trial id -> (trial row, its reports)
 
 
@@ -60,6 +61,11 @@ def snapshot(store: Any, study_id: int) -> Snapshot:
 
 def progressed(before: Snapshot, now: Snapshot) -> bool:
     return any(i not in before or (t.state, len(r)) != (before[i][0].state, len(before[i][1])) for i, (t, r) in now.items())
+
+
+def moved_on(store: Any, study_id: int, before: Snapshot) -> bool:
+    """The study took its next step since ``before``, or ended (its last step)."""
+    return store.get_study(study_id).state in ENDED or progressed(before, snapshot(store, study_id))
 
 
 def account(at_faults: list[Snapshot], final: Snapshot) -> dict[str, int]:
@@ -113,58 +119,63 @@ def run_study(index: int, rng: random.Random, *, root: Path, backend: str, fault
             return LocalServer(database_url=served_url, data_dir=data_dir, ray_num_cpus=2, dashboard_port=free_port())
 
         current = server().start()
-        with Client(current.url, token) as client:
-            spec = study_spec(name=f"chaos-{index}", model=model, tasks=tasks, num_trials=num_trials, max_concurrent=1,
-                              max_epochs=max_epochs)
-            spec["search"]["max_retries"] = len(faults)
-            study_id = client.create_study(spec).id
-        at_faults: list[Snapshot] = []
-        events: list[dict[str, Any]] = []
-        last = snapshot(store, study_id)
-        for kind in faults:
-            if store.get_study(study_id).state in ("completed", "failed", "stopped"):
-                break
-            delay = rng.uniform(2, 15)
-            _wait(lambda: progressed(last, snapshot(store, study_id)), timeout_s=120)  # noqa: B023
-            time.sleep(delay)
-            before = snapshot(store, study_id)
-            at_faults.append(before)
-            if kind == "worker":
-                running = [(t, r) for t, r in before.values() if t.state == "running" and r]
-                if not running:
-                    events.append({"kind": kind, "skipped": "no trial running with a report"})
-                    continue
-                pid = store.list_reports(study_id, running[0][0].id)[-1].metrics.get("worker_pid")
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (OSError, TypeError, ValueError) as exc:
-                    events.append({"kind": kind, "skipped": f"worker {pid}: {exc}"})
-                    continue
-                ended = time.monotonic()
-            elif kind == "service":
-                current.process.kill()
-                current.process.wait()
-                current.stop()
-                ended = time.monotonic()
-                current = server().start()
-            elif kind == "database" and proxy is not None:
-                proxy.cut()
-                time.sleep(rng.uniform(5, 15))
-                proxy.restore()
-                ended = time.monotonic()
-            else:
-                events.append({"kind": kind, "skipped": "the database is SQLite: no outage to stage"})
-                continue
-            ok = _wait(lambda: progressed(before, snapshot(store, study_id)), timeout_s=300)  # noqa: B023
-            events.append({"kind": kind, "after_s": round(delay, 1), "recovery_s": round(time.monotonic() - ended, 2) if ok else None})
+        try:
+            with Client(current.url, token) as client:
+                spec = study_spec(name=f"chaos-{index}", model=model, tasks=tasks, num_trials=num_trials, max_concurrent=1,
+                                  max_epochs=max_epochs)
+                spec["search"]["max_retries"] = len(faults)
+                study_id = client.create_study(spec).id
+            at_faults: list[Snapshot] = []
+            events: list[dict[str, Any]] = []
             last = snapshot(store, study_id)
-        _wait(lambda: store.get_study(study_id).state in ("completed", "failed", "stopped"), timeout_s=900, poll_s=0.5)
-        final = snapshot(store, study_id)
-        study = store.get_study(study_id)
-        current.stop()
-        store.close()
-        if proxy is not None:
-            proxy.close()
+            for kind in faults:
+                delay = rng.uniform(1, 6)
+                _wait(lambda: moved_on(store, study_id, last), timeout_s=120)  # noqa: B023
+                time.sleep(delay)
+                if kind == "worker":  # a worker to kill: a trial running past its first epoch
+                    _wait(lambda: any(t.state == "running" and r for t, r in snapshot(store, study_id).values())  # noqa: B023
+                          or store.get_study(study_id).state in ENDED, timeout_s=120)  # noqa: B023
+                if store.get_study(study_id).state in ENDED:
+                    break
+                before = snapshot(store, study_id)
+                at_faults.append(before)
+                if kind == "worker":
+                    running = [(t, r) for t, r in before.values() if t.state == "running" and r]
+                    if not running:
+                        events.append({"kind": kind, "skipped": "no trial running with a report"})
+                        continue
+                    pid = store.list_reports(study_id, running[0][0].id)[-1].metrics.get("worker_pid")
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (OSError, TypeError, ValueError) as exc:
+                        events.append({"kind": kind, "skipped": f"worker {pid}: {exc}"})
+                        continue
+                    ended = time.monotonic()
+                elif kind == "service":
+                    current.process.kill()
+                    current.process.wait()
+                    current.stop()
+                    ended = time.monotonic()
+                    current = server().start()
+                elif kind == "database" and proxy is not None:
+                    proxy.cut()
+                    time.sleep(rng.uniform(5, 15))
+                    proxy.restore()
+                    ended = time.monotonic()
+                else:
+                    events.append({"kind": kind, "skipped": "the database is SQLite: no outage to stage"})
+                    continue
+                ok = _wait(lambda: moved_on(store, study_id, before), timeout_s=300)  # noqa: B023
+                events.append({"kind": kind, "after_s": round(delay, 1), "recovery_s": round(time.monotonic() - ended, 2) if ok else None})
+                last = snapshot(store, study_id)
+            _wait(lambda: store.get_study(study_id).state in ENDED, timeout_s=900, poll_s=0.5)
+            final = snapshot(store, study_id)
+            study = store.get_study(study_id)
+        finally:
+            current.stop()  # whichever server runs now
+            store.close()
+            if proxy is not None:
+                proxy.close()
     counts = account(at_faults, final)
     completed = study.state == "completed" and len(final) == num_trials and all(t.state == "completed" for t, _ in final.values())
     print(f"study {index}: {study.state}, {len(final)} trials; {counts}; faults {events}", flush=True)
@@ -196,7 +207,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     data = [[f["recovery_s"] for s in results["studies"] for f in s["faults"] if f.get("kind") == kind and f.get("recovery_s")]
             for kind in KINDS]
-    ax.boxplot([d or [float("nan")] for d in data], labels=[f"{k} ({len(d)})" for k, d in zip(KINDS, data, strict=True)])
+    ax.boxplot([d or [float("nan")] for d in data], tick_labels=[f"{k} ({len(d)})" for k, d in zip(KINDS, data, strict=True)])
     ax.set_ylabel("recovery: fault's end to next step (s)")
     ax.set_title("Recovery after each kind of fault")
     save_figure(fig, path, dpi=120)
@@ -217,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args.faults = args.faults or (3 if args.smoke else 4)
     rng = random.Random(args.seed)
     setup = setup_info(smoke=args.smoke, studies=args.studies, faults=args.faults, seed=args.seed, backend=args.backend,
-                       trials=4, epochs=3)
+                       trials=4, epochs=4)
     started = time.monotonic()
     import tempfile
 
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             # Smoke: one of each kind; otherwise drawn from the seed.
             kinds = list(KINDS) if args.smoke else [rng.choice(KINDS) for _ in range(args.faults)]
             studies.append(run_study(index, rng, root=root, backend=args.backend, faults=kinds, model=model, tasks=tasks,
-                                     num_trials=4, max_epochs=3))
+                                     num_trials=4, max_epochs=4))
     results = {"setup": setup, "studies": studies, "wall_seconds": time.monotonic() - started}
     return publish(args.out, NAME, results, summarize, plot)
 

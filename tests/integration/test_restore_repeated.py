@@ -71,34 +71,37 @@ def test_three_kills_lose_nothing_and_restart_no_finished_trial(backend: str, tm
             return LocalServer(database_url=url, data_dir=tmp_path / "data-dir", ray_num_cpus=2, dashboard_port=free_port())
 
         current = server().start()
-        live = LiveService(current, Client(current.url, token), store, tasks, tiny_bert)
-        spec = study_spec(live, name="three-kills", search={"num_trials": PLANNED, "max_concurrent": 1},
-                          train={"max_epochs": EPOCHS, "patience": EPOCHS, "batch_size": 8, "max_seq_len": 16, "seed": 0})
-        study_id = live.client.create_study(spec).id
-        live.client.close()
-        at_kills: list[Snapshot] = []
-        recovery_s: list[float] = []
-        for moment, condition in MOMENTS.items():
-            fired = condition(snapshot(store, study_id))
-            wait_for(lambda: fired(snapshot(store, study_id)), poll_s=0.05, timeout_s=400, what=moment)  # noqa: B023
-            current.process.kill()  # SIGKILL: no clean-up of any kind
-            current.process.wait()
-            current.stop()
-            at_kills.append(snapshot(store, study_id))
-            restarted_at = time.monotonic()
-            current = server().start()
-            wait_for(lambda: store.get_study(study_id).restarts == len(at_kills)  # noqa: B023
-                     and store.get_study(study_id).state == "running", what=f"the study to run again after the kill at {moment}")
-            wait_for(lambda: progressed(at_kills[-1], snapshot(store, study_id)), poll_s=0.1,  # noqa: B023
-                     what=f"the study to make progress after the kill at {moment}")
-            recovery_s.append(time.monotonic() - restarted_at)
-        with current, Client(current.url, token) as client:
-            study = client.study(study_id)
-            study.wait(timeout=900, poll_s=0.5)
+        try:
+            live = LiveService(current, Client(current.url, token), store, tasks, tiny_bert)
+            spec = study_spec(live, name="three-kills", search={"num_trials": PLANNED, "max_concurrent": 1},
+                              train={"max_epochs": EPOCHS, "patience": EPOCHS, "batch_size": 8, "max_seq_len": 16, "seed": 0})
+            study_id = live.client.create_study(spec).id
+            live.client.close()
+            at_kills: list[Snapshot] = []
+            recovery_s: list[float] = []
+            for moment, condition in MOMENTS.items():
+                fired = condition(snapshot(store, study_id))
+                wait_for(lambda: fired(snapshot(store, study_id)), poll_s=0.05, timeout_s=400, what=moment)  # noqa: B023
+                current.process.kill()  # SIGKILL: no clean-up of any kind
+                current.process.wait()
+                current.stop()
+                at_kills.append(snapshot(store, study_id))
+                restarted_at = time.monotonic()
+                current = server().start()
+                wait_for(lambda: store.get_study(study_id).restarts == len(at_kills)  # noqa: B023
+                         and store.get_study(study_id).state == "running", what=f"the study to run again after the kill at {moment}")
+                wait_for(lambda: progressed(at_kills[-1], snapshot(store, study_id)), poll_s=0.1,  # noqa: B023
+                         what=f"the study to make progress after the kill at {moment}")
+                recovery_s.append(time.monotonic() - restarted_at)
+            with Client(current.url, token) as client:
+                study = client.study(study_id)
+                study.wait(timeout=900, poll_s=0.5)
             final = snapshot(store, study_id)
             history = optuna_history(url, study_id)
             logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "data-dir" / "logs").glob("*.log"))
-        store.close()
+        finally:
+            current.stop()  # whichever server runs now (``with current`` would start a started one again)
+            store.close()
 
     print(f"\n[{backend}] restart to the study's next step (a trial starts, reports or ends) after each kill: "
           f"{', '.join(f'{s:.1f} s' for s in recovery_s)}")
