@@ -1,8 +1,8 @@
 """Chaos: studies on a tiny model while the service, trial workers and the database are
 killed at random moments drawn from a seed. Does anything get lost, doubled or re-run?
 
-    python benchmarks/chaos.py                 # 6 studies, 4 faults each, PostgreSQL: ~25 min here
-    python benchmarks/chaos.py --smoke         # 1 study, 3 faults (one of each kind): ~3 min
+    python benchmarks/chaos.py                 # 8 studies, 4 faults each, PostgreSQL: ~12 min here
+    python benchmarks/chaos.py --smoke         # 1 study, 3 faults (one of each kind): ~1.5 min
 
 Faults, one at a time, each at a random moment (1-6 s after the study's last step):
 - ``service``: ``kill -9`` of ``searchsvc serve`` (API, dispatcher, study runner, its Ray),
@@ -16,9 +16,9 @@ What SQL holds is read before every fault and at the end, and compared: a report
 before and gone after is *lost*; an epoch stored twice for a trial is *duplicated*; a trial
 that had finished before a fault and whose row or reports changed after is *restarted*; a
 study that does not end ``completed`` with its planned trials counts as not completed.
-Recovery time: from the fault's end (the restart for a service kill, the kill for a worker,
-the proxy's restoring for the database) to the study's next step (a trial starts, reports
-or ends). Writes ``chaos.json``, ``.md``, ``.png`` to ``--out``.
+Recovery time: for a service kill, from the kill (the restart included) to the study's
+next step (a trial starts, reports or ends); for a worker, from the kill to the trial's
+first report from its retry; for the database, from the proxy's restoring to the next step. Writes ``chaos.json``, ``.md``, ``.png`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def snapshot(store: Any, study_id: int) -> Snapshot:
 
 def progressed(before: Snapshot, now: Snapshot) -> bool:
     return any(i not in before or (t.state, len(r)) != (before[i][0].state, len(before[i][1])) for i, (t, r) in now.items())
+
+
+def _killable(now: Snapshot) -> Any:
+    """A running trial whose last report is from its current attempt (its worker is alive), or None."""
+    return next((t for t, r in now.values() if t.state == "running" and r and r[-1][0] == t.attempt), None)
 
 
 def moved_on(store: Any, study_id: int, before: Snapshot) -> bool:
@@ -132,25 +137,34 @@ def run_study(index: int, rng: random.Random, *, root: Path, backend: str, fault
                 delay = rng.uniform(1, 6)
                 _wait(lambda: moved_on(store, study_id, last), timeout_s=120)  # noqa: B023
                 time.sleep(delay)
-                if kind == "worker":  # a worker to kill: a trial running past its first epoch
-                    _wait(lambda: any(t.state == "running" and r for t, r in snapshot(store, study_id).values())  # noqa: B023
+                if kind == "worker":  # a worker to kill: one that reported for its trial's current attempt
+                    _wait(lambda: _killable(snapshot(store, study_id)) is not None  # noqa: B023
                           or store.get_study(study_id).state in ENDED, timeout_s=120)  # noqa: B023
                 if store.get_study(study_id).state in ENDED:
                     break
                 before = snapshot(store, study_id)
                 at_faults.append(before)
                 if kind == "worker":
-                    running = [(t, r) for t, r in before.values() if t.state == "running" and r]
-                    if not running:
+                    victim = _killable(before)
+                    if victim is None:
                         events.append({"kind": kind, "skipped": "no trial running with a report"})
                         continue
-                    pid = store.list_reports(study_id, running[0][0].id)[-1].metrics.get("worker_pid")
+                    pid = store.list_reports(study_id, victim.id)[-1].metrics.get("worker_pid")
                     try:
                         os.kill(int(pid), signal.SIGKILL)
                     except (OSError, TypeError, ValueError) as exc:
                         events.append({"kind": kind, "skipped": f"worker {pid}: {exc}"})
                         continue
                     ended = time.monotonic()
+                    # recovered when the trial, retried from its checkpoint, reports again (or the study ends)
+                    ok = _wait(lambda: store.get_study(study_id).state in ENDED  # noqa: B023
+                               or store.get_trial(study_id, victim.id).state in ENDED  # it had just finished  # noqa: B023
+                               or any(r.attempt > victim.attempt for r in store.list_reports(study_id, victim.id)),  # noqa: B023
+                               timeout_s=300)
+                    events.append({"kind": kind, "after_s": round(delay, 1),
+                                   "recovery_s": round(time.monotonic() - ended, 2) if ok else None})
+                    last = snapshot(store, study_id)
+                    continue
                 elif kind == "service":
                     current.process.kill()
                     current.process.wait()
@@ -216,7 +230,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="1 study, one fault of each kind")
-    parser.add_argument("--studies", type=int, default=None, help="studies (default 6; 1 with --smoke)")
+    parser.add_argument("--studies", type=int, default=None, help="studies (default 8; 1 with --smoke)")
     parser.add_argument("--faults", type=int, default=None, help="faults per study (default 4; 3 with --smoke)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="postgresql", choices=("postgresql", "sqlite"))
@@ -224,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replot:
         return replot(args.out, NAME, summarize, plot)
-    args.studies = args.studies or (1 if args.smoke else 6)
+    args.studies = args.studies or (1 if args.smoke else 8)
     args.faults = args.faults or (3 if args.smoke else 4)
     rng = random.Random(args.seed)
     setup = setup_info(smoke=args.smoke, studies=args.studies, faults=args.faults, seed=args.seed, backend=args.backend,
