@@ -10,6 +10,7 @@ nothing of searchsvc still handles it sensibly::
     ├── AuthError(PermissionError)     missing or unknown credentials
     ├── ConflictError(RuntimeError)    the request clashes with the object's state
     └── StoreError(RuntimeError)       the database failed; the operation was rolled back
+        └── StoreUnavailableError      the database cannot be reached (or is busy): retry later
 
 The API maps these to HTTP status codes in exactly one place (``api/errors.py``).
 """
@@ -53,6 +54,11 @@ class ConflictError(SearchsvcError, RuntimeError):
 
 class StoreError(SearchsvcError, RuntimeError):
     """The database failed; the transaction was rolled back and nothing was written."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached right now (down, restarting, connections cut, or
+    busy): nothing was written, and the same call may succeed when it is back."""
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")

@@ -167,8 +167,8 @@ class Dispatcher:
             code = runner.process.poll()
             if code is None:
                 continue
-            runner.log_file.close()
-            del self._runners[study_id]
+            # SQL first: if the database is unavailable this raises, and the runner stays
+            # listed to be reaped on a later tick instead of being forgotten with its study running.
             study = self.store.get_study(study_id)
             if study.state == "running":
                 if code == EXIT_INTERRUPTED and not study.stop_requested:
@@ -182,4 +182,6 @@ class Dispatcher:
                     self.store.finish_study(
                         study_id, state, error=None if state == "stopped" else f"the study's runner exited with code {code}",
                     )
-            log.info("study %s: runner exited with %s (%s)", study_id, code, self.store.get_study(study_id).state)
+            runner.log_file.close()
+            del self._runners[study_id]
+            log.info("study %s: runner exited with %s", study_id, code)

@@ -115,3 +115,31 @@ def make_searcher(
 
 def registered() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def fail_forgotten_optuna_trials(search_alg: Any) -> list[int]:
+    """Mark failed the Optuna trials a restored searcher never heard of; returns their numbers.
+
+    Tune asks the searcher for a trial (Optuna writes it to its storage as running) and
+    saves its own state a little later; a control plane killed in between leaves an
+    Optuna trial no Tune trial will ever finish. Left running it would stay in the TPE
+    history for ever (with ``constant_liar``, as a pessimistic guess), so the history
+    would hold a trial that never ran. Failed trials are ignored by the samplers.
+
+    Reads Ray's ``OptunaSearch`` internals (``_ot_study``, ``_ot_trials``: the Tune trial
+    id -> Optuna trial map, restored with the searcher); a searcher without them (Hyperopt,
+    whose history lives only in Tune's saved state) has nothing to settle.
+    """
+    from optuna.trial import TrialState
+
+    searcher = search_alg
+    while searcher is not None and not (hasattr(searcher, "_ot_study") and hasattr(searcher, "_ot_trials")):
+        searcher = getattr(searcher, "searcher", None)  # SearchGenerator -> ConcurrencyLimiter -> OptunaSearch
+    if searcher is None or searcher._ot_study is None:
+        return []
+    study = searcher._ot_study
+    known = {trial.number for trial in searcher._ot_trials.values()}
+    lost = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number not in known]
+    for number in lost:
+        study.tell(number, state=TrialState.FAIL)
+    return lost

@@ -6,9 +6,16 @@ studies and lets a study die without taking the API down.
 
 Restore: Tune saves the experiment (trials, searcher, scheduler) under the study's
 storage folder as it runs. When a runner starts and finds that state (the study was
-paused, or the control plane died), it restores it: finished trials are not run again,
-unfinished ones continue from their last checkpoint, and the searcher keeps its history
-(Optuna's also lives in SQL, see ``optuna_storage``).
+paused, or the control plane died), it restores it: unfinished trials continue from
+their last checkpoint, and the searcher keeps its history (Optuna's also lives in SQL,
+see ``optuna_storage``). Tune's saved state may lag behind SQL after a crash; SQL wins:
+before any trial starts, the scheduler ends every trial SQL holds as finished and
+settles those Tune never recorded (see ``reconcile``).
+
+Database outages: the runner's store and Optuna storage retry a call while the database
+is unreachable (``SEARCHSVC_RUNNER_DB_RETRY_S``, default 10 minutes), holding Tune's loop
+meanwhile: trials keep training on their workers and their results queue in Ray, so no
+report or trial state is lost and none is written twice.
 
 Exit codes: 0 the study reached a final state or was paused; 1 the runner failed (the
 study is marked failed); 3 interrupted with work left (the study stays running, so the
@@ -31,6 +38,10 @@ from searchsvc.store import Store
 
 log = logging.getLogger("searchsvc.runner")
 EXIT_INTERRUPTED = 3
+# How long the runner's writes (reports, trial states, Optuna's history) wait out a
+# database outage before the runner gives up; the API itself answers 503 at once.
+DB_RETRY_ENV = "SEARCHSVC_RUNNER_DB_RETRY_S"
+DEFAULT_DB_RETRY_S = 600.0
 
 
 def experiment_name(study_id: int) -> str:
@@ -38,8 +49,10 @@ def experiment_name(study_id: int) -> str:
     return f"searchsvc-study-{study_id}"
 
 
-def _scheduler(spec: StudySpec):  # type: ignore[no-untyped-def]
-    """FIFO, or ASHA on epochs (``training_iteration``: one report per epoch).
+def _scheduler(store: Store, study_id: int, spec: StudySpec):  # type: ignore[no-untyped-def]
+    """The study's trial scheduler, FIFO or ASHA on epochs (``training_iteration``: one
+    report per epoch), which also reconciles a restored experiment with SQL before it
+    starts any trial (see ``reconcile``).
 
     ASHA works with any searcher (BOHB-like with TPE: many trials, most stopped after a
     rung). When ASHA stops a trial, Tune tells the searcher ``on_trial_complete`` with the
@@ -47,16 +60,20 @@ def _scheduler(spec: StudySpec):  # type: ignore[no-untyped-def]
     (tests/dispatch/test_asha_tpe.py); for ``max`` (or ``min``) metrics that improve with
     epochs, a trial cut early ranks below one that ran on, as it should.
     """
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from searchsvc.dispatch.reconcile import Reconciler, ReconcilingASHAScheduler, ReconcilingFIFOScheduler
 
+    scheduler: ReconcilingASHAScheduler | ReconcilingFIFOScheduler
     if spec.search.scheduler == "asha":
-        return ASHAScheduler(
+        scheduler = ReconcilingASHAScheduler(
             time_attr="training_iteration",
             max_t=spec.train.max_epochs,
             grace_period=min(spec.search.grace_period, spec.train.max_epochs),
             reduction_factor=spec.search.reduction_factor,
         )
-    return FIFOScheduler()
+    else:
+        scheduler = ReconcilingFIFOScheduler()
+    scheduler.reconciler = Reconciler(store, study_id, metric=OBJECTIVE_KEY)
+    return scheduler
 
 
 def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Path, max_concurrent: int | None):  # type: ignore[no-untyped-def]
@@ -77,14 +94,15 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
     search = spec.search
     database_url = store.engine.url.render_as_string(hide_password=False)
-    storage = make_optuna_storage(database_url) if search.algorithm in ("tpe", "random") else None
+    storage = (make_optuna_storage(database_url, retry_unavailable_s=store.retry_unavailable_s)
+               if search.algorithm in ("tpe", "random") else None)
     return tune.Tuner(
         trainable,
         param_space=param_space(search),  # empty when the searcher owns a conditional space
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(search, max_concurrent=max_concurrent, storage=storage, study_name=experiment_name(study_id),
                                      annotate=TrialAnnotator(store, study_id)),
-            scheduler=_scheduler(spec),
+            scheduler=_scheduler(store, study_id, spec),
             num_samples=search.num_trials,
             metric=OBJECTIVE_KEY,  # search.metric as the trial measured it, on the selection split
             mode=search.mode,
@@ -183,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.database_url:
         parser.error("--database-url or SEARCHSVC_DATABASE_URL is required")
-    store = Store.open(args.database_url, apply_migrations=False)
+    store = Store.open(args.database_url, apply_migrations=False,
+                       retry_unavailable_s=float(os.environ.get(DB_RETRY_ENV, DEFAULT_DB_RETRY_S)))
     try:
         state = run_study(store, args.study_id, ray_address=args.ray_address, storage_dir=args.storage_dir,
                           max_concurrent=args.max_concurrent)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from searchsvc.errors import NotFoundError, SpecError
 from searchsvc.store._base import StoreBase
 from searchsvc.store._rows import attempt_row, close_trials, id_in_range, study_row, trial_of, trials_of
 from searchsvc.store.models import AttemptRow, ReportRow, StudyRow, TrialRow, utcnow
-from searchsvc.store.types import TRIAL_STATES, Trial
+from searchsvc.store.types import TRIAL_STATES, UNFINISHED_TRIAL_STATES, Trial
+
+LOST_ERROR = (
+    "lost: the control plane died before Ray Tune recorded this trial in its saved state, "
+    "so the restored study could not continue it; Tune ran another trial in its place"
+)
 
 
 class TrialsStore(StoreBase):
@@ -53,12 +59,18 @@ class TrialsStore(StoreBase):
             return trial_of(session, row)
 
     def finish_trial(self, trial_id: int, state: str, *, error: str | None = None) -> Trial:
+        """Record how a trial ended. A trial's end is written once: a trial already
+        completed, stopped or failed is returned as it stands, never rewritten (after a
+        crash Tune may report the end of a trial SQL already holds as finished, and SQL
+        is the system of record). Raises SpecError for an unknown state, NotFoundError."""
         if state not in TRIAL_STATES:
             raise SpecError([("state", f"unknown trial state {state!r}")])
         with self._scope() as session:
-            row = session.get(TrialRow, trial_id) if id_in_range(trial_id) else None
+            row = session.get(TrialRow, trial_id, with_for_update=True) if id_in_range(trial_id) else None
             if row is None:
                 raise NotFoundError(f"trial {trial_id} not found")
+            if row.state not in UNFINISHED_TRIAL_STATES:
+                return trial_of(session, row)
             row.state = state
             row.error = error
             row.finished_at = utcnow()
@@ -66,6 +78,42 @@ class TrialsStore(StoreBase):
             attempt.state, attempt.error, attempt.finished_at = state, error, row.finished_at
             session.flush()
             return trial_of(session, row)
+
+    def forget_unknown_trials(self, study_id: int, *, known_ray_ids: Collection[str]) -> list[Trial]:
+        """Settle the unfinished trials a restored Tune experiment does not know.
+
+        Tune saves its trial list every few seconds; a trial it started just before the
+        control plane died may have its SQL row (written when it started) but no place
+        in the saved state, so the restored study never continues it and runs another
+        trial in its place. Such a row with no reports is deleted: nothing of it was
+        ever shown as a result, and keeping it would count one trial too many. One with
+        reports (a window of milliseconds: Tune saves right after a checkpoint) keeps
+        them and ends as failed, with an error that says why. Returns the trials as they
+        were before. One transaction.
+        """
+        with self._scope() as session:
+            rows = session.scalars(
+                select(TrialRow)
+                .where(TrialRow.study_id == study_id, TrialRow.state.in_(UNFINISHED_TRIAL_STATES))
+                .with_for_update()
+            ).all()
+            known = set(known_ray_ids)
+            unknown = [row for row in rows if row.ray_trial_id not in known]
+            if not unknown:
+                return []
+            before = trials_of(session, TrialRow.id.in_([row.id for row in unknown]))
+            reported = {t.id for t in before if t.num_reports}
+            now = utcnow()
+            for row in unknown:
+                if row.id in reported:
+                    row.state, row.error, row.finished_at = "failed", LOST_ERROR, now
+                    attempt = attempt_row(session, row)
+                    attempt.state, attempt.error, attempt.finished_at = "failed", LOST_ERROR, now
+                else:
+                    session.execute(delete(AttemptRow).where(AttemptRow.trial_id == row.id))
+                    session.delete(row)
+            session.flush()
+            return before
 
     def trial_by_ray_id(self, study_id: int, ray_trial_id: str) -> Trial:
         with self._scope() as session:

@@ -16,10 +16,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from searchsvc.errors import SearchsvcError, StoreError
+from searchsvc.errors import SearchsvcError, StoreError, StoreUnavailableError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _POOL_SIZE = 40  # AnyIO's default thread limit, which FastAPI's sync routes share
@@ -78,7 +78,8 @@ def schema_is_current(engine: Engine) -> bool:
 
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """Commit on success, roll back on error; database errors become StoreError."""
+    """Commit on success, roll back on error; database errors become StoreError, and
+    StoreUnavailableError when the database cannot be reached (worth retrying)."""
     session = factory()
     try:
         yield session
@@ -87,10 +88,47 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.rollback()
         raise
     except SQLAlchemyError as exc:
-        session.rollback()
+        _rollback_quietly(session)
+        if is_unavailable(exc):
+            reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["no reason given"])[0]
+            raise StoreUnavailableError(f"the database is unavailable, try again shortly ({reason})") from exc
         raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+# PostgreSQL SQLSTATE classes that mean "not reachable now", not "this request is wrong":
+# 08 connection exception, 57P admin shutdown / crash shutdown / cannot connect now.
+_UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means the database cannot be reached (or, for SQLite,
+    is locked) rather than that the statement is wrong: only the former is worth retrying."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    module = type(orig).__module__
+    if module.startswith("psycopg"):
+        import psycopg
+
+        if isinstance(orig, psycopg.InterfaceError):
+            return True
+        return isinstance(orig, psycopg.OperationalError) and (sqlstate is None or sqlstate.startswith(_UNAVAILABLE_SQLSTATES))
+    if module == "sqlite3":
+        return "locked" in str(orig) or "busy" in str(orig)
+    return False
+
+
+def _rollback_quietly(session: Session) -> None:
+    """Roll back; with the connection gone a rollback fails too, and that must not hide why."""
+    try:
+        session.rollback()
+    except SQLAlchemyError:
+        pass

@@ -21,6 +21,7 @@ from searchsvc.dispatch.optuna_storage import make_optuna_storage
 from searchsvc.dispatch.searchers import make_searcher
 from searchsvc.dispatch.space import param_space
 from searchsvc.dispatch.study_runner import _scheduler
+from searchsvc.store import Store
 from searchsvc.spec import parse_spec
 
 EPOCHS = 4
@@ -40,7 +41,7 @@ def _fake_trial(config: dict[str, Any]) -> None:
         tune.report({"objective": _score(config, epoch), "avg_dev_score": _score(config, epoch), "epoch": epoch})
 
 
-def test_a_spec_combines_asha_with_tpe(minimal_spec: dict) -> None:
+def test_a_spec_combines_asha_with_tpe(minimal_spec: dict, tmp_path: Path) -> None:
     """The spec-level half: tpe + asha parse, and the runner builds ASHA on epochs, its
     grace period capped at max_epochs, beside a TPE searcher."""
     from ray.tune.schedulers import ASHAScheduler
@@ -48,7 +49,9 @@ def test_a_spec_combines_asha_with_tpe(minimal_spec: dict) -> None:
     spec = parse_spec({**minimal_spec, "train": {"max_epochs": 3}, "search": {
         "algorithm": "tpe", "scheduler": "asha", "grace_period": 5, "reduction_factor": 3,
         "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}})
-    scheduler = _scheduler(spec)
+    store = Store.open(f"sqlite:///{tmp_path / 'searchsvc.db'}")
+    study = store.create_study(store.get_or_create_user("u").id, spec)
+    scheduler = _scheduler(store, study.id, spec)
     assert isinstance(scheduler, ASHAScheduler)
     assert (scheduler._time_attr, scheduler._max_t, scheduler._reduction_factor) == ("training_iteration", 3, 3)
     assert isinstance(make_searcher(spec.search).searcher, OptunaSearch)
@@ -76,12 +79,14 @@ def test_asha_stops_weak_trials_and_tpe_learns_every_trials_value(local_ray: Non
                   "prefix_length": {"type": "int", "low": 2, "high": 8}}}})
     search = spec.search
     storage_url = f"sqlite:///{tmp_path / 'searchsvc.db'}"  # Optuna's history goes beside it, in SQL
+    store = Store.open(storage_url)
+    study = store.create_study(store.get_or_create_user("u").id, spec)
     tuner = tune.Tuner(
         tune.with_resources(_fake_trial, {"cpu": 1}),
         param_space=param_space(search),
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(search, storage=make_optuna_storage(storage_url), study_name="asha-tpe"),
-            scheduler=_scheduler(spec), num_samples=TRIALS, metric="objective", mode=search.mode),
+            scheduler=_scheduler(store, study.id, spec), num_samples=TRIALS, metric="objective", mode=search.mode),
         run_config=tune.RunConfig(name="asha-tpe", storage_path=str(tmp_path / "ray"), verbose=0),
     )
     results = [r for r in tuner.fit() if r.error is None]

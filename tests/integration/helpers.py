@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from searchsvc.client import Study
+from searchsvc.dispatch.optuna_storage import optuna_storage_url
+from searchsvc.dispatch.study_runner import experiment_name
 
 
 def wait_for(condition: Callable[[], Any], *, timeout_s: float = 300, poll_s: float = 0.5, what: str = "condition") -> Any:
@@ -30,3 +32,17 @@ def assert_each_epoch_once(reports: dict[int, list[dict]]) -> None:
     for trial_id, rows in reports.items():
         epochs = [r["epoch"] for r in rows]
         assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)
+
+
+def optuna_history(url: str, study_id: int) -> list[tuple[str, float | None]]:
+    """``(state, value)`` of every trial in the study's Optuna storage (read while the
+    database still exists: a PostgreSQL test database is dropped after)."""
+    import optuna
+
+    storage_url, engine_kwargs = optuna_storage_url(url)
+    storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=engine_kwargs)
+    try:
+        study = optuna.load_study(study_name=experiment_name(study_id), storage=storage)
+        return [(t.state.name, t.value) for t in study.get_trials(deepcopy=False)]
+    finally:
+        storage.engine.dispose()

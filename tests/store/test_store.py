@@ -211,3 +211,37 @@ def test_listing_trials_costs_the_same_queries_for_two_or_twenty(store: Store, m
             store.add_report(trial.id, epoch=1, objective=0.6, metrics={})
         counts.append(queries_to_list(study.id))
     assert counts[0] == counts[1] <= 5
+
+
+def test_a_trials_end_is_written_once(store: Store, minimal_spec: dict) -> None:
+    """After a crash Tune may report the end of a trial SQL already holds as finished:
+    the row keeps its first end (state, time, attempt)."""
+    alice, _ = store.issue_token("alice")
+    study = store.create_study(alice.id, parse_spec(minimal_spec))
+    t = store.start_trial(study.id, ray_trial_id="r", config={})
+    done = store.finish_trial(t.id, "completed")
+    again = store.finish_trial(t.id, "failed", error="late news")
+    assert again == done
+    assert (again.state, again.error, again.finished_at) == ("completed", None, done.finished_at)
+    assert [(a.attempt, a.state) for a in again.attempts] == [(1, "completed")]
+
+
+def test_trials_a_restored_experiment_does_not_know_are_settled(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    study = store.create_study(alice.id, parse_spec(minimal_spec))
+    kept = store.start_trial(study.id, ray_trial_id="known", config={})
+    finished = store.start_trial(study.id, ray_trial_id="finished-unknown", config={})
+    store.finish_trial(finished.id, "completed")
+    reported = store.start_trial(study.id, ray_trial_id="reported", config={})
+    store.add_report(reported.id, epoch=1, objective=0.4, metrics={})
+    silent = store.start_trial(study.id, ray_trial_id="silent", config={})  # started, never reported
+    before = store.forget_unknown_trials(study.id, known_ray_ids={"known"})
+    assert sorted(t.ray_trial_id for t in before) == ["reported", "silent"]  # finished trials are left alone
+    trials = {t.ray_trial_id: t for t in store.list_trials(study.id)}
+    assert set(trials) == {"known", "finished-unknown", "reported"}  # the silent one is gone
+    assert trials["known"].state == "running" and trials["finished-unknown"].state == "completed"
+    assert trials["reported"].state == "failed" and "lost" in (trials["reported"].error or "")
+    assert [r.epoch for r in store.list_reports(study.id, trials["reported"].id)] == [1]  # its report is kept
+    assert store.start_trial(study.id, ray_trial_id="next", config={}).number == silent.number  # the newest trial's number is reused
+    assert kept.id == trials["known"].id
+    assert store.forget_unknown_trials(study.id, known_ray_ids={"known", "next"}) == []
