@@ -210,7 +210,7 @@ class PemlTraining:
     def begin_epoch(self, epoch: int) -> str:
         """Set which parts train in this epoch; returns the phase (``all``, ``lora``, ``prefix``).
 
-        The first epoch after the search epochs :meth:`finalize`\ s the architecture; the
+        The first epoch after the search epochs finalizes the architecture (:meth:`finalize`); the
         retrain epochs train everything (``all``). Sequential schedules split the search
         epochs in halves.
         """
