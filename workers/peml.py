@@ -188,6 +188,14 @@ class PemlTraining:
         """Whether α is still searched (false once :meth:`finalize` made the prefix discrete)."""
         return not self.prefix.is_discrete
 
+    def scores_objective(self, epoch: int) -> bool:
+        """Whether ``epoch``'s score may be the trial's objective (and count towards patience).
+
+        With ``retrain_epochs > 0`` only the retrained discrete model's epochs do: a search
+        epoch's discrete score is the argmax of a still-moving α, scored without training.
+        """
+        return self.spec.retrain_epochs == 0 or epoch > self.search_epochs
+
     def _search_steps(self) -> int | None:
         return None if self.steps_per_epoch is None else self.search_epochs * self.steps_per_epoch
 

@@ -21,7 +21,13 @@ Architecture state, all on this module:
 
 Two ways to evaluate discretely: :meth:`discretized` (a context manager; the same model,
 relaxed again afterwards, for measuring the discretization gap) and :meth:`discretize`
-(permanent: each cell keeps its argmax candidate only, ``α`` frozen; for export).
+(permanent: each cell keeps its argmax candidate only, ``α`` frozen; for retraining and export).
+
+Configuration beyond the geometry: ``design`` (``distinct`` cells, or the ``shared`` ones
+of older artifacts, see :mod:`workers.nas.cell`), ``output_scale`` and ``learn_gain`` (the
+gain in front of the output layer, see ``OUTPUT_SCALE``) and ``relaxation`` (how the relaxed
+cells weigh their candidates, :meth:`forward_weights`). :meth:`from_config` fills a config
+written before a setting existed with the value that artifact was trained with.
 """
 
 from __future__ import annotations

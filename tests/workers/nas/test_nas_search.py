@@ -186,6 +186,8 @@ def test_finalize_after_the_search_epochs_freezes_the_argmax() -> None:
     assert training.search_epochs == 2
     training.begin_epoch(2)
     assert training.searching and training.alpha_trains
+    assert [training.scores_objective(e) for e in (1, 2, 3)] == [False, False, True]
+    assert _training(_prefix(), max_epochs=3).scores_objective(1)  # no retrain: every epoch counts
     training.begin_epoch(3)
     assert not training.searching and not training.alpha_trains and not prefix.alpha.requires_grad
     assert prefix.active.sum(dim=1).tolist() == [1, 1]
@@ -215,8 +217,12 @@ def test_gap_metrics_keep_the_last_search_gap() -> None:
 def test_the_search_finds_the_clearly_best_candidate(relaxation: str) -> None:
     """Weights frozen; the target is the prefix's own keys/values with each cell reduced to a
     known candidate, so that candidate is the one best architecture. Only α trains (Adam at
-    0.1, entropy λ rising to 0.05 over 120 steps): each cell's entropy falls near 0 (of ln 4 = 1.386) and its
-    argmax is the target's candidate."""
+    0.1, entropy λ rising to 0.01 over 120 steps): each cell's entropy falls near 0 (of
+    ln 4 = 1.386) and its argmax is the target's candidate.
+
+    Over 6 weight initialisations (not run here) softmax and ste found it 6/6 times, Gumbel
+    3/6 (its sampled weights make α's gradient far noisier in 120 steps); a larger λ (0.05)
+    commits before the task has spoken: softmax 5/6 with 2 cells, 2/6 with one."""
     candidates = [Candidate(a, 0.0, False) for a in ("relu", "tanh", "leaky_relu", "gelu")]
     prefix = _prefix(cells=2, candidates=candidates, relaxation=relaxation, alpha_init_std=0.0, width=8, length=6)
     best = [1, 3]  # tanh in cell 0, gelu in cell 1
@@ -230,7 +236,7 @@ def test_the_search_finds_the_clearly_best_candidate(relaxation: str) -> None:
     for name, p in prefix.named_parameters():
         p.requires_grad_(name == "alpha")
     steps = 120
-    training = _training(prefix, arch_lr=0.1, max_epochs=1, steps_per_epoch=steps, entropy_lambda=0.05,
+    training = _training(prefix, arch_lr=0.1, max_epochs=1, steps_per_epoch=steps, entropy_lambda=0.01,
                          prune_threshold=0.0, gumbel_temperature=(1.0, 0.1))
     training.begin_epoch(1)
     prefix.train()
