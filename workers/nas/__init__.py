@@ -29,10 +29,10 @@ from workers.nas.rules import (
 )
 
 __all__ = [
+    "RELAXATIONS",
     "Candidate",
     "MixedCell",
     "PruneDecision",
-    "RELAXATIONS",
     "SearchedPrefix",
     "candidate_space",
     "candidates_from_spec",
