@@ -333,7 +333,19 @@ class PemlSpec(_Strict):
     layernorm: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     schedule: str = Field("simultaneous", description="simultaneous | bilevel (first-order) | lora_first | prefix_first")
     prune_threshold: float = Field(0.3, ge=0.0, lt=1.0, description="prune a candidate whose weight stays below this fraction of uniform")
-    prune_patience: int = Field(2, ge=1, description="consecutive epoch-end checks under the threshold before pruning")
+    prune_patience: int = Field(2, ge=1, description="consecutive pruning checks under the threshold before pruning")
+    prune_every: int = Field(50, ge=0, le=1_000_000, description="check for pruning every k training steps; 0: at epoch ends only")
+    arch_weight_decay: float = Field(0.0, ge=0.0, le=1e-4, description="decoupled weight decay on α (never coupled: Adam would "
+                                     "divide it by α's tiny gradient scale and pin α at 0)")
+    entropy_schedule: str = Field("linear", description="linear: λ rises from 0 to entropy_lambda over the search steps | constant")
+    relaxation: str = Field("softmax", description="softmax | gumbel (annealed temperature) | ste (straight-through argmax)")
+    gumbel_temperature: tuple[float, float] = Field((1.0, 0.1), description="Gumbel τ at the start and the end of the search (geometric)")
+    search_dropout: bool | None = Field(None, description="search the cells' dropout; default only with the bilevel schedule "
+                                        "(dropout changes nothing at evaluation, so α trained on training batches cannot judge it); "
+                                        "otherwise every candidate uses the first of dropouts")
+    converged_weight: float = Field(0.5, gt=0.0, lt=1.0, description="nas/converged: every cell's top mixture weight above this")
+    retrain_epochs: int = Field(0, ge=0, le=10_000, description="the last epochs of train.max_epochs train the discrete "
+                                "architecture (argmax per cell, α frozen); 0: search in every epoch")
 
     @field_validator("activations")
     @classmethod
@@ -356,6 +368,27 @@ class PemlSpec(_Strict):
     @classmethod
     def _known_schedule(cls, value: str) -> str:
         return _one_of(value, SCHEDULES, "schedule")
+
+    @field_validator("entropy_schedule")
+    @classmethod
+    def _known_entropy_schedule(cls, value: str) -> str:
+        return _one_of(value, ("linear", "constant"), "entropy_schedule")
+
+    @field_validator("relaxation")
+    @classmethod
+    def _known_relaxation(cls, value: str) -> str:
+        return _one_of(value, ("softmax", "gumbel", "ste"), "relaxation")
+
+    @field_validator("gumbel_temperature")
+    @classmethod
+    def _positive_temperatures(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 < t <= 100.0 for t in value):
+            raise ValueError("both Gumbel temperatures must be in (0, 100]")
+        return value
+
+    def dropout_searched(self) -> bool:
+        """Whether the candidates' dropout is part of the search (see ``search_dropout``)."""
+        return self.schedule == "bilevel" if self.search_dropout is None else self.search_dropout
 
 
 class CoordinationSpec(_Strict):

@@ -1,11 +1,14 @@
 """Candidate operations of a PrefixNAS cell: (activation, dropout, optional LayerNorm).
 
-A candidate is pure configuration. It owns no weights: every candidate of a cell shares
-the cell's single ``Linear(d, d)`` (and its one LayerNorm), so the search space can grow
-from 2 to 24 candidates without the parameter count moving (see :mod:`workers.nas.cell`).
-What a candidate adds on top of the shared linear is cheap and weight-free: the
-activation and the dropout, which is why :meth:`Candidate.finish` takes the linear's
-output rather than the cell's input.
+A candidate is pure configuration; the weights live in the cell (:mod:`workers.nas.cell`),
+one linear map per (activation, LayerNorm) pair, so a candidate says *which* map and
+which pointwise steps: ``dropout(norm(act(W_{act,ln}(LN?(x)))))``.
+
+Dropout is part of the search only when α is trained on held-out batches (the bilevel
+schedule, or ``peml.search_dropout: true``): two candidates that differ only by dropout are
+the same function at evaluation, and on training batches the one with less noise always
+looks better, so α would learn "less dropout", not "better architecture". Otherwise every
+candidate uses one fixed dropout (:func:`candidates_from_spec`).
 
 Names are stable and readable (``gelu-d0.3-ln``, ``relu-d0.1``) because they end up in
 every epoch's report and in the exported architecture, where people read them.
@@ -38,7 +41,7 @@ DEFAULT_LAYERNORM: tuple[bool, ...] = (True, False)
 
 @dataclass(frozen=True)
 class Candidate:
-    """One candidate operation ``o(x) = dropout(act(linear(LN?(x))))``, minus the shared linear.
+    """One candidate operation ``o(x) = dropout(act(linear(LN?(x))))``; the linear is the cell's.
 
     Raises:
         ValueError: unknown activation or a dropout outside ``[0, 1)``.
@@ -65,7 +68,7 @@ class Candidate:
         return ACTIVATION_FUNCTIONS[self.activation](h)
 
     def finish(self, h: torch.Tensor, *, training: bool) -> torch.Tensor:
-        """``dropout(act(h))`` where ``h`` is the shared linear's output (on ``LN(x)`` if ``layernorm``)."""
+        """``dropout(act(h))`` where ``h`` is the linear map's output (on ``LN(x)`` if ``layernorm``)."""
         return F.dropout(self.activate(h), p=self.dropout, training=training)
 
 
@@ -96,8 +99,14 @@ def candidate_space(
 
 
 def candidates_from_spec(spec: PemlSpec) -> tuple[Candidate, ...]:
-    """The candidate set a study's ``peml`` section asks for."""
-    return candidate_space(activations=spec.activations, dropouts=spec.dropouts, layernorm=spec.layernorm)
+    """The candidate set a study's ``peml`` section asks for.
+
+    Without a dropout search (``spec.dropout_searched()`` false, the default outside the
+    bilevel schedule) every candidate takes the first listed dropout: 4 activations x 2
+    LayerNorm choices = 8 candidates by default, each its own linear map.
+    """
+    dropouts = spec.dropouts if spec.dropout_searched() else spec.dropouts[:1]
+    return candidate_space(activations=spec.activations, dropouts=dropouts, layernorm=spec.layernorm)
 
 
 def check_unique_names(candidates: Sequence[Candidate]) -> None:

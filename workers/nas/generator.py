@@ -21,7 +21,13 @@ Architecture state, all on this module:
 
 Two ways to evaluate discretely: :meth:`discretized` (a context manager; the same model,
 relaxed again afterwards, for measuring the discretization gap) and :meth:`discretize`
-(permanent: each cell keeps its argmax candidate only, ``α`` frozen; for export).
+(permanent: each cell keeps its argmax candidate only, ``α`` frozen; for retraining and export).
+
+Configuration beyond the geometry: ``design`` (``distinct`` cells, or the ``shared`` ones
+of older artifacts, see :mod:`workers.nas.cell`), ``output_scale`` and ``learn_gain`` (the
+gain in front of the output layer, see ``OUTPUT_SCALE``) and ``relaxation`` (how the relaxed
+cells weigh their candidates, :meth:`forward_weights`). :meth:`from_config` fills a config
+written before a setting existed with the value that artifact was trained with.
 """
 
 from __future__ import annotations
@@ -34,9 +40,17 @@ import torch
 from torch import nn
 
 from workers.nas.budget import check_parameter_budget
-from workers.nas.candidates import Candidate, candidate_space, candidates_from_spec
-from workers.nas.cell import MixedCell
-from workers.nas.rules import discretize_choice, masked_softmax, prune_rule, softmax_entropy
+from workers.nas.candidates import DEFAULT_DROPOUTS, Candidate, candidate_space, candidates_from_spec
+from workers.nas.cell import DESIGNS, MixedCell
+from workers.nas.rules import (
+    RELAXATIONS,
+    discretize_choice,
+    gumbel_softmax,
+    masked_softmax,
+    prune_rule,
+    softmax_entropy,
+    straight_through,
+)
 from workers.prefix import AttentionSlot, PrefixGenerator, register_generator
 
 if TYPE_CHECKING:
@@ -48,15 +62,24 @@ MAX_DEFAULT_WIDTH = 128
 # candidates (an exactly uniform α is a stationary point of the entropy term), far too
 # small to favour any candidate.
 ALPHA_INIT_STD = 1e-3
-# The cells' output is multiplied by this before the key/value output layer. The cells'
-# output is unit-scale (their LayerNorm candidates) where a plain prefix feeds its output
-# layer ~0.03: unscaled, the keys and values started at std ~0.5 on MiniLM (13x a plain
+# The cells' output is multiplied by a gain before the key/value output layer. The cells'
+# output is unit-scale (unit-RMS candidates, LayerNorm) where a plain prefix feeds its output
+# layer ~0.03: ungained, the keys and values started at std ~0.5 on MiniLM (13x a plain
 # prefix's; the frozen model's pooled output moved 45% at step 0 instead of 22%), and under
 # Adam, which moves every weight by ~lr per step whatever its gradient's size, they also
-# grew ~10x faster. A constant gain (not just a smaller init) tames both. Measured with
-# MiniLM on sst2/stsb/wic (500 rows, 2 epochs, lr 2e-3): avg dev 0.70 on seeds 0 and 3,
-# where unscaled the same trials ended at 0.25-0.35 (no task learned).
-OUTPUT_SCALE = 0.1
+# grew ~10x faster. A constant gain of 0.1 on the shared-linear cells tamed both (measured
+# with MiniLM on sst2/stsb/wic, 500 rows, 2 epochs, lr 2e-3: avg dev 0.70 on seeds 0 and 3,
+# where ungained the same trials ended at 0.25-0.35). That constant is ``output_scale``.
+#
+# Now the gain is learned: ``output_scale · g`` with ``g`` a per-feature parameter starting
+# at 1. Keeping the constant in front is what keeps the taming: Adam moves ``g`` by ~lr per
+# step, so the effective gain moves by ``output_scale · lr``, as slowly as the key/value
+# weights it feeds, while training can still open or close each feature of the prefix.
+# 0.04 for the distinct cells: their six unit-RMS residual updates leave the cells' output
+# at RMS ~2.3 on MiniLM's geometry (the shared cells': ~0.85), and 0.04 starts the keys and
+# values at std ~0.06, where the shared cells at 0.1 started them (0.074).
+OUTPUT_SCALE = 0.04
+LEGACY_OUTPUT_SCALE = 0.1  # the constant gain of shared-design artifacts written before the learned one
 
 
 def default_width(hidden_size: int) -> int:
@@ -88,6 +111,9 @@ class SearchedPrefix(PrefixGenerator):
         residual: bool = True,
         alpha_init_std: float = ALPHA_INIT_STD,
         output_scale: float = OUTPUT_SCALE,
+        learn_gain: bool = True,
+        design: str = "distinct",
+        relaxation: str = "softmax",
     ) -> None:
         d = default_width(hidden_size) if width is None else width
         if d < 1:
@@ -96,12 +122,16 @@ class SearchedPrefix(PrefixGenerator):
             raise ValueError(f"a searched prefix needs at least one cell, got {cells}")
         if not 0 < output_scale < float("inf"):
             raise ValueError(f"output_scale must be positive and finite, got {output_scale}")
+        if design not in DESIGNS:
+            raise ValueError(f"unknown cell design {design!r}; choose one of {', '.join(DESIGNS)}")
+        if relaxation not in RELAXATIONS:
+            raise ValueError(f"unknown relaxation {relaxation!r}; choose one of {', '.join(RELAXATIONS)}")
         # The base builds vectors [length, d] and KVProjection(d, slots): exactly our layout.
         super().__init__(length=length, hidden_size=d, slots=slots)
         self.hidden_size = hidden_size
         self.width = d
-        self.candidates: tuple[Candidate, ...] = tuple(candidate_space() if candidates is None else candidates)
-        self.cells = nn.ModuleList(MixedCell(d, self.candidates, residual=residual) for _ in range(cells))
+        self.candidates: tuple[Candidate, ...] = tuple(candidate_space(dropouts=DEFAULT_DROPOUTS[:1]) if candidates is None else candidates)
+        self.cells = nn.ModuleList(MixedCell(d, self.candidates, residual=residual, design=design) for _ in range(cells))
         shape = (cells, len(self.candidates))
         self.alpha_init_std = alpha_init_std
         self.alpha = nn.Parameter(torch.randn(shape) * alpha_init_std)
@@ -113,7 +143,14 @@ class SearchedPrefix(PrefixGenerator):
         self.register_buffer("frozen", torch.tensor(False))
         self._discrete_view = False
         self.register_load_state_dict_post_hook(_sync_alpha_grad)  # type: ignore[no-untyped-call]
-        self.output_scale = output_scale  # see OUTPUT_SCALE
+        self.design = design
+        self.relaxation = relaxation
+        # Gumbel's τ: set by the trainer's schedule (workers.peml) before each step; not state.
+        self.temperature = 1.0
+        # The cells' output is multiplied by output_scale · output_gain (see OUTPUT_SCALE);
+        # artifacts from before the learned gain have no output_gain.
+        self.output_scale = output_scale
+        self.output_gain: nn.Parameter | None = nn.Parameter(torch.ones(d)) if learn_gain else None
 
     @classmethod
     def from_spec(
@@ -135,6 +172,7 @@ class SearchedPrefix(PrefixGenerator):
             cells=spec.cells if cells is None else cells,
             candidates=candidates_from_spec(spec),
             residual=residual,
+            relaxation=spec.relaxation,
         )
 
     def to_config(self) -> dict[str, Any]:
@@ -148,6 +186,9 @@ class SearchedPrefix(PrefixGenerator):
             "residual": cell.residual,
             "alpha_init_std": self.alpha_init_std,
             "output_scale": self.output_scale,
+            "learn_gain": self.output_gain is not None,
+            "design": self.design,
+            "relaxation": self.relaxation,
         }
 
     @classmethod
@@ -161,6 +202,10 @@ class SearchedPrefix(PrefixGenerator):
         # Configs written before the output gain existed ran their cells ungained: an
         # artifact exported then must predict as it did, not with today's default.
         kwargs.setdefault("output_scale", 1.0)
+        # ... and configs written before the distinct design shared one linear per cell,
+        # with a constant gain only.
+        kwargs.setdefault("design", "shared")
+        kwargs.setdefault("learn_gain", False)
         raw = kwargs.get("candidates")
         if raw is not None:
             try:
@@ -182,17 +227,34 @@ class SearchedPrefix(PrefixGenerator):
         return self._discrete_view or bool(self.frozen)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the prefix vectors ``[length, d]`` through the cells (relaxed or discrete), times ``output_scale``."""
+        """Run the prefix vectors ``[length, d]`` through the cells (relaxed or discrete), times the output gain."""
         cells = self.mixed_cells
         if self.is_discrete:
             for cell, choice in zip(cells, self.choices(), strict=True):
                 x = cell.forward_one(x, choice)
-            return x * self.output_scale
-        weights = self.mixture_weights()
+            return self._gained(x)
+        weights = self.forward_weights()
         rows: list[list[bool]] = self.active.tolist()  # one host sync for all cells
         for i, cell in enumerate(cells):
             x = cell(x, weights[i], [j for j, on in enumerate(rows[i]) if on])
-        return x * self.output_scale
+        return self._gained(x)
+
+    def _gained(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.output_scale
+        return x if self.output_gain is None else x * self.output_gain
+
+    def forward_weights(self) -> torch.Tensor:
+        """The weights the relaxed cells mix with, by ``relaxation``: ``[n_cells, n_candidates]``.
+
+        ``softmax``: ``softmax(α)``. ``gumbel``: in training a Gumbel-softmax sample at
+        :attr:`temperature`, at evaluation ``softmax(α)``. ``ste``: the one-hot argmax with
+        the softmax's gradient (training and evaluation alike: STE's forward *is* discrete).
+        """
+        if self.relaxation == "gumbel" and self.training:
+            return gumbel_softmax(self.alpha, self.active, self.temperature)
+        if self.relaxation == "ste":
+            return straight_through(self.alpha, self.active)
+        return self.mixture_weights()
 
     # ------------------------------------------------------ parameter groups
 

@@ -125,3 +125,38 @@ def prune_rule(
     prune[discretize_choice(weights, active)] = False
     new_streak = new_streak.masked_fill(prune, 0)
     return PruneDecision(streak=new_streak, prune=prune)
+
+
+RELAXATIONS = ("softmax", "gumbel", "ste")
+
+
+def gumbel_softmax(logits: torch.Tensor, mask: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """``softmax((logits + G) / τ)`` among active entries, ``G`` i.i.d. standard Gumbel noise.
+
+    A sample of the Gumbel-softmax (concrete) relaxation: as ``τ → 0`` each row approaches a
+    one-hot draw from ``softmax(logits)``, so annealing ``τ`` trains the cells on nearly
+    discrete architectures while ``α`` still gets a gradient.
+
+    Raises:
+        ValueError: ``temperature <= 0`` or a row with no active entry.
+    """
+    if not temperature > 0:
+        raise ValueError(f"the Gumbel temperature must be positive, got {temperature}")
+    uniform = torch.rand_like(logits).clamp_(min=1e-10, max=1.0 - 1e-7)
+    noise = -torch.log(-torch.log(uniform))
+    return masked_softmax((logits + noise) / temperature, mask)
+
+
+def straight_through(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One-hot argmax per row in the forward pass, ``softmax``'s gradient in the backward.
+
+    ``hard + soft − soft.detach()``: the value is exactly the discrete architecture (so the
+    relaxed and the discrete model coincide), while ``∂/∂α`` is that of the softmax weights.
+
+    Raises:
+        ValueError: a row with no active entry.
+    """
+    soft = masked_softmax(logits, mask)
+    index = soft.detach().argmax(dim=-1, keepdim=True)  # argmax of softmax = argmax of active logits, lowest on ties
+    hard = torch.zeros_like(soft).scatter_(-1, index, 1.0)
+    return hard + soft - soft.detach()

@@ -43,11 +43,13 @@ def test_forward_keeps_the_prefix_generator_contract() -> None:
 
 def test_defaults_width_cells_and_candidates() -> None:
     prefix = SearchedPrefix(length=2, hidden_size=384, slots=SLOTS)
-    assert prefix.width == 128 and len(prefix.cells) == 6 and prefix.alpha.shape == (6, 24)
+    # 4 activations x (LayerNorm or not), one fixed dropout: 8 candidates, each its own map.
+    assert prefix.width == 128 and len(prefix.cells) == 6 and prefix.alpha.shape == (6, 8)
+    assert prefix.design == "distinct" and prefix.output_gain is not None and prefix.relaxation == "softmax"
     assert SearchedPrefix(length=2, hidden_size=32, slots=SLOTS).width == 32
-    # α starts at zero plus tiny noise: near-uniform weights, entropy near 6 · ln 24.
+    # α starts at zero plus tiny noise: near-uniform weights, entropy near 6 · ln 8.
     assert prefix.alpha.abs().max() < 0.01
-    assert prefix.entropy().item() == pytest.approx(6 * math.log(24), abs=1e-4)
+    assert prefix.entropy().item() == pytest.approx(6 * math.log(8), abs=1e-4)
 
 
 def test_from_spec() -> None:
@@ -68,19 +70,22 @@ def test_arch_and_weight_parameters_partition_the_parameters() -> None:
     assert len(prefix.weight_parameters()) == len(list(prefix.parameters())) - 1
 
 
-def test_minilm_geometry_stays_under_ten_percent() -> None:
-    # hidden 384, 6 layers x 12 heads x 32 dims, prefix length 20, d = 128, 6 cells, 24 candidates:
-    #   vectors           20 · 128                        =   2,560
-    #   cells         6 · (128² + 128 + 2 · 128)          = 100,608
-    #   α                 6 · 24                          =     144
-    #   output        128 · 4,608 + 4,608  (2 · 6 · 384)  = 594,432
-    #   total                                             = 697,744  (3.07% of 22.7M)
+def test_minilm_geometry_is_within_the_papers_two_to_eight_percent() -> None:
+    # hidden 384, 6 layers x 12 heads x 32 dims, prefix length 10, d = 128, 6 cells, 8 candidates
+    # (4 activations x LayerNorm or not), each (activation, LN) its own map:
+    #   vectors           10 · 128                                  =     1,280
+    #   cells         6 · (8 · (128² + 128) + 2 · 128 + 128 gain)   =   794,880
+    #   α                 6 · 8                                     =        48
+    #   output        128 · 4,608 + 4,608  (2 · 6 · 384)            =   594,432
+    #   output gain       128                                       =       128
+    #   total                                                       = 1,390,768  (6.13% of 22.7M)
     slots = [AttentionSlot(kv_heads=12, head_dim=32)] * 6
-    prefix = SearchedPrefix(length=20, hidden_size=384, slots=slots, width=128, cells=6)
+    prefix = SearchedPrefix(length=10, hidden_size=384, slots=slots, width=128, cells=6)
     count = prefix.parameter_count()
-    assert count == 697_744, f"MiniLM-geometry PrefixNAS generator: {count:,} parameters"
+    assert count == 1_390_768, f"MiniLM-geometry PrefixNAS generator: {count:,} parameters"
+    assert 0.02 < count / 22_700_000 < 0.08
     assert prefix.check_budget(22_700_000, fraction=0.10) == count
-    with pytest.raises(ValueError, match=r"697,744 parameters, 3\.07% .* budget is 1% \(227,000\)"):
+    with pytest.raises(ValueError, match=r"1,390,768 parameters, 6\.13% .* budget is 1% \(227,000\)"):
         prefix.check_budget(22_700_000, fraction=0.01)
 
 
@@ -115,9 +120,11 @@ def test_entropy_and_weights_follow_alpha() -> None:
 
 
 def test_relaxed_and_discrete_transforms_by_hand() -> None:
-    prefix = _small(cells=1, candidates=[Candidate("relu", 0.1, False), Candidate("tanh", 0.3, False)], output_scale=1.0).eval()
+    prefix = _small(cells=1, candidates=[Candidate("relu", 0.1, False), Candidate("tanh", 0.3, False)], output_scale=1.0,
+                    design="shared", learn_gain=False).eval()
     _set_alpha(prefix, 0, [0.0, math.log(3.0)])
     cell = prefix.mixed_cells[0]
+    assert cell.linear is not None
     with torch.no_grad():
         x = prefix.vectors
         h = x @ cell.linear.weight.T + cell.linear.bias
@@ -146,7 +153,7 @@ def test_discretized_view_is_reversible_and_changes_nothing() -> None:
 
 def test_permanent_discretize_keeps_the_argmax_and_freezes_alpha() -> None:
     prefix = _small().eval()
-    _set_alpha(prefix, 1, [0.0] * 5 + [2.0] + [0.0] * 18)
+    _set_alpha(prefix, 1, [0.0] * 5 + [2.0] + [0.0] * 2)
     with torch.no_grad(), prefix.discretized():
         looked = [k.clone() for k, _ in prefix()]
     chosen = prefix.discretize()
@@ -206,10 +213,13 @@ def test_pruned_candidates_are_not_computed() -> None:
     _set_alpha(prefix, 0, [5.0, -5.0])
     prefix.prune_step(0.5, 1)
     assert prefix.active.tolist() == [[True, False]]
-    calls: list[int] = []
-    prefix.mixed_cells[0].linear.register_forward_hook(lambda *_: calls.append(1))
+    calls: list[str] = []
+    maps = prefix.mixed_cells[0].maps
+    assert maps is not None
+    for key, module in maps.items():
+        module.register_forward_hook(lambda *_, key=key: calls.append(key))
     prefix()
-    assert len(calls) == 1  # only the LayerNorm path of the surviving candidate
+    assert calls == ["relu-ln"]  # only the surviving candidate's map
 
 
 def test_architecture_is_json_ready() -> None:
@@ -218,9 +228,9 @@ def test_architecture_is_json_ready() -> None:
     assert len(report) == 3
     for cell in report:
         assert set(cell) == {"weights", "entropy", "pruned", "chosen"}
-        assert len(cell["weights"]) == 24 and cell["pruned"] == []
+        assert len(cell["weights"]) == 8 and cell["pruned"] == []
         assert sum(cell["weights"].values()) == pytest.approx(1.0)
-        assert cell["entropy"] == pytest.approx(math.log(24), abs=1e-4)
+        assert cell["entropy"] == pytest.approx(math.log(8), abs=1e-4)
         assert cell["chosen"] == max(cell["weights"], key=cell["weights"].get)
 
 
@@ -249,8 +259,9 @@ def test_the_cells_output_is_scaled_before_the_output_layer() -> None:
         assert torch.allclose(gentle.output.proj(gentle.transform(gentle.vectors)), expected, atol=1e-6)
     assert SearchedPrefix.from_config(gentle.to_config()).output_scale == 0.1
     # A config saved before the gain existed (no output_scale) rebuilds the ungained cells it was trained with.
-    old = {k: v for k, v in gentle.to_config().items() if k != "output_scale"}
-    assert SearchedPrefix.from_config(old).output_scale == 1.0
+    old = {k: v for k, v in gentle.to_config().items() if k not in ("output_scale", "design", "learn_gain", "relaxation")}
+    rebuilt = SearchedPrefix.from_config(old)
+    assert rebuilt.output_scale == 1.0 and rebuilt.output_gain is None and rebuilt.design == "shared"
 
 
 def test_at_minilm_geometry_the_prefix_starts_at_a_plain_prefix_scale() -> None:
