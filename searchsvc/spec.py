@@ -102,10 +102,10 @@ DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
     "warmup_ratio": 0.06,
     "head_lr_scale": 1.0,
     "sampling_temperature": 2.0,
-    "entropy_lambda": 1e-3,
+    "entropy_lambda": 1e-2,
     "grad_alpha": 1.0,
     "nas_cells": 6,
-    "arch_lr": 3e-3,
+    "arch_lr": 3e-2,
 }
 
 _TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
@@ -339,7 +339,8 @@ class PemlSpec(_Strict):
                                      "divide it by α's tiny gradient scale and pin α at 0)")
     entropy_schedule: str = Field("linear", description="linear: λ rises from 0 to entropy_lambda over the search steps | constant")
     relaxation: str = Field("softmax", description="softmax | gumbel (annealed temperature) | ste (straight-through argmax)")
-    gumbel_temperature: tuple[float, float] = Field((1.0, 0.1), description="Gumbel τ at the start and the end of the search (geometric)")
+    gumbel_temperature: list[float] = Field(default_factory=lambda: [1.0, 0.1], min_length=2, max_length=2,
+                                            description="Gumbel τ at the start and the end of the search (geometric)")
     search_dropout: bool | None = Field(None, description="search the cells' dropout; default only with the bilevel schedule "
                                         "(dropout changes nothing at evaluation, so α trained on training batches cannot judge it); "
                                         "otherwise every candidate uses the first of dropouts")
@@ -381,7 +382,7 @@ class PemlSpec(_Strict):
 
     @field_validator("gumbel_temperature")
     @classmethod
-    def _positive_temperatures(cls, value: tuple[float, float]) -> tuple[float, float]:
+    def _positive_temperatures(cls, value: list[float]) -> list[float]:
         if not all(0.0 < t <= 100.0 for t in value):
             raise ValueError("both Gumbel temperatures must be in (0, 100]")
         return value

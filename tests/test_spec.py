@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import copy
 from pathlib import Path
 
@@ -42,6 +44,8 @@ def test_minimal_spec_gets_defaults(minimal_spec: dict) -> None:
     assert spec.search.algorithm == "tpe" and spec.search.metric == "avg_dev_score"
     assert [t.name for t in spec.tasks] == ["senti", "pairs"]
     assert parse_spec(spec.to_dict()) == spec
+    # what a checkpoint or the database holds is JSON text: every default survives it (strict types)
+    assert parse_spec(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
 def test_design_example_parses(two_tasks: list[dict]) -> None:

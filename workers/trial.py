@@ -184,11 +184,12 @@ def run_trial(
         state["global_step"] = int(state["global_step"]) + int(metrics["train_steps"])
         if resumed_from is not None:
             metrics["resumed_from_epoch"], resumed_from = resumed_from, None
-        _track_best(metrics, state, mode=mode)
+        # with PEML's retrain epochs, only the retrained discrete model's epochs may be the objective
+        _track_best(metrics, state, mode=mode, counts=trial.peml is None or trial.peml.scores_objective(epoch))
         state["epoch"] = epoch
         path = _save(work, trial, epoch=epoch, metrics=metrics, state=state)
         report(metrics, str(path))
-        kept = _prune_local_checkpoints(kept + [path], best_epoch=int(state["best"]["epoch"]))
+        kept = _prune_local_checkpoints(kept + [path], best_epoch=int(state["best"]["epoch"]) if state["best"] else epoch)
         if int(state["stale"]) >= patience:
             break
     assert state["best"] is not None  # a first epoch always improves on ±inf; a checkpoint has one
@@ -245,8 +246,8 @@ def build_trial(config: Mapping[str, Any], *, spec: StudySpec) -> TrialParts:
             held_sampler = MultiTaskSampler([len(r[1]) for r in rows], batch_size=train_spec.batch_size, gammas=gammas,
                                             seed=train_spec.seed + 1)
         peml = PemlTraining(model, spec.peml, arch_lr=float(params["arch_lr"]), max_epochs=train_spec.max_epochs,
-                            held_out=held_out, held_out_sampler=held_sampler, pad_id=pad_id, device=device,
-                            entropy_lambda=float(params["entropy_lambda"]))
+                            steps_per_epoch=sampler.steps_per_epoch, held_out=held_out, held_out_sampler=held_sampler,
+                            pad_id=pad_id, device=device, entropy_lambda=float(params["entropy_lambda"]))
     arch = set(map(id, peml.prefix.arch_parameters())) if peml else set()
     optimizer = build_optimizer(model, lr=params["lr"], weight_decay=params["weight_decay"], head_lr_scale=params["head_lr_scale"],
                                 skip=arch)
@@ -255,7 +256,7 @@ def build_trial(config: Mapping[str, Any], *, spec: StudySpec) -> TrialParts:
     if spec.coordination.similarity_weight > 0:
         similarity = instruction_similarity(model, tokenizer, [t.instruction for t in spec.tasks], device=device)
     backward = StepBackward(model, task_names=names, coordination=spec.coordination, grad_alpha=float(params["grad_alpha"]),
-                            entropy_lambda=float(params["entropy_lambda"]) if peml else 0.0, similarity=similarity)
+                            entropy_lambda=0.0, similarity=similarity)  # PEML's (scheduled) entropy: PemlTraining.step_hook
     trainable, total = model.parameter_counts()
     _check_budget(method, trainable=trainable, base=total - trainable)
     return TrialParts(
@@ -317,7 +318,7 @@ def train_and_score_epoch(trial: TrialParts, *, epoch: int, global_step: int) ->
     metrics: dict[str, Any] = {"epoch": epoch, "train_loss": stats.loss}
     metrics.update({f"{t.name}/train_loss": loss for t, loss in zip(trial.tasks, stats.task_losses, strict=True)})
     with_dev = trial.spec.train.dev_scores == "every_epoch" or not trial.holdout
-    metrics.update(_model_scores(trial, dev=with_dev))
+    metrics.update(_model_scores(trial, dev=with_dev, gap=peml.gap_metrics if peml is not None else discretization_metrics))
     extra: dict[str, Any] = {}
     if peml is not None:
         extra.update(peml.report(peml.prune()))
@@ -334,7 +335,9 @@ def train_and_score_epoch(trial: TrialParts, *, epoch: int, global_step: int) ->
     return metrics
 
 
-def _model_scores(trial: TrialParts, *, dev: bool, select: bool = True) -> dict[str, Any]:
+def _model_scores(trial: TrialParts, *, dev: bool, select: bool = True,
+                  gap: Callable[[Mapping[str, float], Mapping[str, float]], dict[str, float]] = discretization_metrics,
+                  ) -> dict[str, Any]:
     """The model's scores as reported: PEML's discrete model (what the artifact serves), with
     its relaxed scores and the discretization gap beside them; any other model as it is."""
     if trial.peml is None:
@@ -344,9 +347,8 @@ def _model_scores(trial: TrialParts, *, dev: bool, select: bool = True) -> dict[
         metrics = _scores(trial, dev=dev, select=select)
     prefix = "" if dev else SELECTION_PREFIX  # the gap where this call scored: dev, else the selection split
     metrics.update({f"{prefix}{t.name}/relaxed_score": relaxed[f"{prefix}{t.name}/score"] for t in trial.tasks})
-    gap = discretization_metrics({"avg_dev_score": relaxed[f"{prefix}avg_dev_score"]},
-                                 {"avg_dev_score": metrics[f"{prefix}avg_dev_score"]})
-    metrics.update({f"{prefix}{k}": v for k, v in gap.items()})
+    gaps = gap({"avg_dev_score": relaxed[f"{prefix}avg_dev_score"]}, {"avg_dev_score": metrics[f"{prefix}avg_dev_score"]})
+    metrics.update({f"{prefix}{k}": v for k, v in gaps.items()})
     return metrics
 
 
@@ -387,14 +389,15 @@ def objective_of(metrics: Mapping[str, Any], spec: StudySpec) -> float:
     return float(value)
 
 
-def _track_best(metrics: dict[str, Any], state: dict[str, Any], *, mode: str) -> None:
-    """Mark the epoch best (or not) by the objective in the study's mode; count stale epochs for patience."""
+def _track_best(metrics: dict[str, Any], state: dict[str, Any], *, mode: str, counts: bool = True) -> None:
+    """Mark the epoch best (or not) by the objective in the study's mode; count stale epochs for
+    patience. An epoch that does not ``count`` (a PEML search epoch before its retrain) is neither."""
     value, best = float(metrics[OBJECTIVE_KEY]), float(state["best_score"])
-    is_best = value > best if mode == "max" else value < best
+    is_best = counts and (value > best if mode == "max" else value < best)
     metrics["is_best"] = float(is_best)
     if is_best:
         state.update(best_score=value, best=dict(metrics), stale=0)
-    else:
+    elif counts:
         state["stale"] = int(state["stale"]) + 1
 
 

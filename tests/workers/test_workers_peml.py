@@ -198,6 +198,8 @@ def test_discretize_then_retrain_exports_the_retrained_discrete_model(
     run_trial(dict(CONFIG), spec=spec, report=report, workdir=tmp_path / "work")
     searched, retrained = report.calls[1][0], report.calls[2][0]
     assert [m["nas/searching"] for m, _ in report.calls] == [1.0, 1.0, 0.0]
+    assert [m["is_best"] for m, _ in report.calls] == [0.0, 0.0, 1.0]  # the objective is the retrained model's
+    assert retrained["search_discretization_gap"] == pytest.approx(searched["discretization_gap"])
     assert retrained["nas/chosen"] == searched["nas/chosen"]
     assert all(len(cell["weights"]) == 1 for cell in retrained["nas/architecture"])
     assert retrained["discretization_gap"] == 0.0 and retrained["nas/converged"] == 1.0

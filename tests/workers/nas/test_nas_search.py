@@ -121,7 +121,7 @@ def test_gumbel_temperature_anneals_geometrically() -> None:
     values = [gumbel_temperature(s, start=1.0, end=0.1, total_steps=11) for s in (0, 5, 10, 50)]
     assert values == pytest.approx([1.0, 0.316228, 0.1, 0.1], abs=1e-6)
     prefix = _prefix(relaxation="gumbel")
-    training = _training(prefix, max_epochs=2, steps_per_epoch=5, gumbel_temperature=(1.0, 0.1), prune_threshold=0.0)
+    training = _training(prefix, max_epochs=2, steps_per_epoch=5, gumbel_temperature=[1.0, 0.1], prune_threshold=0.0)
     training.begin_epoch(2)  # global step 5 of 10
     assert prefix.temperature == pytest.approx(0.1 ** (5 / 9))
 
@@ -237,7 +237,7 @@ def test_the_search_finds_the_clearly_best_candidate(relaxation: str) -> None:
         p.requires_grad_(name == "alpha")
     steps = 120
     training = _training(prefix, arch_lr=0.1, max_epochs=1, steps_per_epoch=steps, entropy_lambda=0.01,
-                         prune_threshold=0.0, gumbel_temperature=(1.0, 0.1))
+                         prune_threshold=0.0, gumbel_temperature=[1.0, 0.1])
     training.begin_epoch(1)
     prefix.train()
     torch.manual_seed(1)
