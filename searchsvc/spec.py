@@ -478,6 +478,9 @@ def _cross_field_problems(spec: StudySpec) -> list[tuple[str, str]]:
         task, _, _sub = metric.partition("/")
         if task not in seen or not _sub:
             problems.append(("search.metric", f"unknown metric {metric!r}; use avg_dev_score, train_loss or '<task>/<metric>'"))
+    if spec.peml.retrain_epochs >= spec.train.max_epochs:
+        problems.append(("peml.retrain_epochs", f"must be below train.max_epochs ({spec.train.max_epochs}): "
+                                                "at least one epoch searches before the discrete model retrains"))
     return problems
 
 

@@ -91,6 +91,7 @@ resources: {{cpu: 1, gpu: 0}}
         ("train.pair_encoding", "crossed", "train.pair_encoding", "unknown pair_encoding 'crossed'"),
         ("train.loss_balance", "gradnorm", "train.loss_balance", "unknown loss_balance 'gradnorm'; choose one of rms, none"),
         ("train.dev_scores", "never", "train.dev_scores", "unknown dev_scores 'never'"),
+        ("peml.retrain_epochs", 10, "peml.retrain_epochs", "must be below train.max_epochs (3)"),
         ("method", "magic", "method", "unknown method 'magic'"),
         ("search.algorithm", "grid", "search.algorithm", "unknown algorithm 'grid'"),
         ("search.mode", "up", "search.mode", "'max' or 'min'"),
