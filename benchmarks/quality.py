@@ -162,9 +162,8 @@ def zero_shot_reference(args: argparse.Namespace, folder: Path) -> None:
 def publish_suite(args: argparse.Namespace) -> int:
     """Rebuild the suite's tables from every part on disk (every method, whichever run wrote it)."""
     settings = {**budget(args), "tasks": [e["name"] for e in args.task_entries],
-                "methods": list(METHODS), "seeds": args.seed_list, "holdout": HOLDOUT, "model": "all-MiniLM-L6-v2",
-                "setup": setup_info()}
-    results = merge(Path(args.out), args.suite, settings)
+                "methods": list(METHODS), "seeds": args.seed_list, "holdout": HOLDOUT, "model": "all-MiniLM-L6-v2"}
+    results = {"setup": setup_info(), **merge(Path(args.out), args.suite, settings)}
     name = "quality" if args.suite == "main" else f"quality_{args.suite}"
     return publish(args.out, name, results, summarize, plot)
 
