@@ -121,7 +121,9 @@ def run_study(index: int, rng: random.Random, *, root: Path, backend: str, fault
         data_dir = root / f"study-{index}"
 
         def server() -> LocalServer:
-            return LocalServer(database_url=served_url, data_dir=data_dir, ray_num_cpus=2, dashboard_port=free_port())
+            # the operator's setting: specs may name the workload's model and task folders (under root)
+            return LocalServer(database_url=served_url, data_dir=data_dir, ray_num_cpus=2, dashboard_port=free_port(),
+                               extra_env={"SEARCHSVC_ALLOWED_PATHS": str(Path(model).resolve().parent)})
 
         current = server().start()
         try:
