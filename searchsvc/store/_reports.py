@@ -70,7 +70,9 @@ class ReportsStore(StoreBase):
 
     def best_trial(self, study_id: int, *, owner_id: int | None = None) -> tuple[Trial, Report] | None:
         """The trial whose best report has the best objective, with that report; None if
-        no report has an objective yet. Ties go to the earlier trial."""
+        no report has an objective yet. Ties go to the earlier trial, and within a trial to a
+        report that still has its checkpoint (a tie makes the newer epoch the trial's
+        checkpoint, and Ray's retention has deleted the older one's), then the earlier epoch."""
         with self._scope() as session:
             study = study_row(session, study_id, owner_id)
             mode = (study.spec.get("search") or {}).get("mode", "max")
@@ -79,7 +81,7 @@ class ReportsStore(StoreBase):
                 select(ReportRow, TrialRow)
                 .join(TrialRow, TrialRow.id == ReportRow.trial_id)
                 .where(TrialRow.study_id == study_id, ReportRow.objective.is_not(None))
-                .order_by(order, TrialRow.number, ReportRow.epoch)
+                .order_by(order, TrialRow.number, ReportRow.checkpoint_path.is_(None), ReportRow.epoch)
                 .limit(1)
             ).first()
             if row is None:

@@ -81,6 +81,17 @@ def test_reports_are_stored_once_and_best_is_the_max(store: Store, minimal_spec:
     assert store.mark_unfinished_trials(study.id, "stopped") == 2
 
 
+def test_a_tie_for_best_goes_to_the_report_that_kept_its_checkpoint(store: Store, minimal_spec: dict) -> None:
+    alice, _ = store.issue_token("alice")
+    study = store.create_study(alice.id, parse_spec(minimal_spec))
+    t = store.start_trial(study.id, ray_trial_id="r0", config={})
+    store.add_report(t.id, epoch=1, objective=0.75, metrics={}, checkpoint_path="/ckpt/e1")
+    store.add_report(t.id, epoch=2, objective=0.75, metrics={}, checkpoint_path="/ckpt/e2")  # a tie: e2 is kept, e1 forgotten
+    assert [r.checkpoint_path for r in store.list_reports(study.id, t.id)] == [None, "/ckpt/e2"]
+    trial, report = store.best_trial(study.id)  # type: ignore[misc]
+    assert (report.epoch, report.checkpoint_path, trial.checkpoint_path) == (2, "/ckpt/e2", "/ckpt/e2")
+
+
 def test_a_report_and_its_checkpoint_are_written_together(store: Store, minimal_spec: dict) -> None:
     alice, _ = store.issue_token("alice")
     study = store.create_study(alice.id, parse_spec(minimal_spec))
