@@ -187,8 +187,7 @@ class FixedBatchTrainer:
                                          head_lr_scale=params["head_lr_scale"], skip=arch)
         self.scheduler = linear_warmup_decay(self.optimizer, total_steps=total_steps, warmup_ratio=params["warmup_ratio"])
         self.backward = StepBackward(model, task_names=names, coordination=spec.coordination,
-                                     grad_alpha=float(params["grad_alpha"]),
-                                     entropy_lambda=float(params["entropy_lambda"]) if self.peml else 0.0)
+                                     grad_alpha=float(params["grad_alpha"]))
         self.trainable_params, self.total_params = model.parameter_counts()
         self._trainable = [p for p in model.parameters() if p.requires_grad]
         self._max_grad_norm = MAX_GRAD_NORM

@@ -8,7 +8,8 @@ Built once per trial and handed to :func:`workers.trainer.train_epoch` as ``back
 - Without it, the same coordinator in *measuring* mode (no projection, uniform λ) samples
   the gradient conflict score every ``CONFLICT_SAMPLE_EVERY`` steps, so every method
   reports how much its tasks fight; in between, a plain backward of the mean loss.
-- PEML adds ``entropy_lambda · H(softmax(α))``; ``coordination.similarity_weight`` adds
+- PEML's entropy term is not here: :class:`workers.peml.PemlTraining` adds it, on its
+  schedule, in its step hook. ``coordination.similarity_weight`` adds
   ``Σ S_ij ‖h_i − h_j‖²`` over the tasks' mean representations in the batch, with ``S``
   the cosine similarity of the tasks' instruction embeddings.
 """
@@ -23,7 +24,6 @@ import torch
 from searchsvc.spec import CoordinationSpec
 from workers.coordination import GradientCoordinator, coordinator_from_spec, similarity_penalty, task_similarity
 from workers.multitask import MultiTaskBase
-from workers.nas import SearchedPrefix
 
 CONFLICT_SAMPLE_EVERY = 10
 
@@ -47,7 +47,6 @@ class StepBackward:
         task_names: Sequence[str],
         coordination: CoordinationSpec,
         grad_alpha: float,
-        entropy_lambda: float = 0.0,
         similarity: torch.Tensor | None = None,
     ) -> None:
         self.model = model
@@ -59,7 +58,6 @@ class StepBackward:
         # checkpoint can say which coordinator each saved state belongs to).
         self._coordinators: dict[tuple[str, ...], GradientCoordinator] = {}
         self._saved: dict[tuple[str, ...], dict[str, Any]] = {}
-        self.entropy_lambda = entropy_lambda
         self.similarity = similarity
         self.similarity_weight = coordination.similarity_weight
 
@@ -89,9 +87,6 @@ class StepBackward:
 
     def __call__(self, losses: list[torch.Tensor], extra: torch.Tensor | None) -> dict[str, float]:
         terms = [] if extra is None else [extra]
-        prefix = self.model.prefix
-        if self.entropy_lambda and isinstance(prefix, SearchedPrefix) and prefix.alpha.requires_grad:
-            terms.append(self.entropy_lambda * prefix.entropy())
         if self.similarity is not None and self.similarity_weight:
             means = getattr(self.model, "last_task_means", None)
             if means is not None:

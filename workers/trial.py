@@ -256,7 +256,7 @@ def build_trial(config: Mapping[str, Any], *, spec: StudySpec) -> TrialParts:
     if spec.coordination.similarity_weight > 0:
         similarity = instruction_similarity(model, tokenizer, [t.instruction for t in spec.tasks], device=device)
     backward = StepBackward(model, task_names=names, coordination=spec.coordination, grad_alpha=float(params["grad_alpha"]),
-                            entropy_lambda=0.0, similarity=similarity)  # PEML's (scheduled) entropy: PemlTraining.step_hook
+                            similarity=similarity)
     trainable, total = model.parameter_counts()
     _check_budget(method, trainable=trainable, base=total - trainable)
     return TrialParts(
