@@ -149,7 +149,8 @@ def cmd_study_logs(args: argparse.Namespace) -> int:
         print(f"study {study.id} ({study.state}): no trial has failed")
         return 0
     for trial in chosen:
-        attempts = trial.get("attempts") or [{"attempt": trial["attempt"], "state": trial["state"], "error": trial.get("error")}]
+        full = study.trial_error(trial["id"])  # the trial list carries one line of each error
+        attempts = full.get("attempts") or [{"attempt": trial["attempt"], "state": full["state"], "error": full.get("error")}]
         for attempt in attempts:
             print(f"=== trial #{trial['number']} (id {trial['id']}) attempt {attempt['attempt']}: {attempt['state']}")
             print((attempt.get("error") or "(no error recorded)").rstrip() + "\n")

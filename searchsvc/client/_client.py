@@ -181,6 +181,12 @@ class Study:
     def reports(self, trial_id: int) -> list[dict[str, Any]]:
         return list(self._client.request("GET", f"/v1/studies/{self.id}/trials/{trial_id}/reports").json()["data"])
 
+    def trial_error(self, trial_id: int) -> dict[str, Any]:
+        """The full error text of a trial and of each of its attempts (``{"trial_id", "state",
+        "error", "attempts": [{"attempt", "state", "error"}]}``): the trial list shows one
+        line of each, this the whole traceback."""
+        return self._client.request("GET", f"/v1/studies/{self.id}/trials/{trial_id}/error").json()  # type: ignore[no-any-return]
+
     def best(self) -> dict[str, Any]:
         """``{"objective", "trial", "report"}`` of the best trial so far. Raises NotFound if none reported."""
         return self._client.request("GET", f"/v1/studies/{self.id}/best").json()  # type: ignore[no-any-return]

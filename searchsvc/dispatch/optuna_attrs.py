@@ -7,7 +7,7 @@ trial here also carries, as user attributes:
 - ``searchsvc_study_id``, ``searchsvc_trial_id`` (the id in our API: ``/v1/studies/S/trials/T``),
   ``searchsvc_trial_number``;
 - from the trial's latest report, the one whose objective Optuna records: ``epoch`` and
-  every score (``avg_dev_score``, ``<task>/score``).
+  every score (``avg_dev_score``, ``<task>/score``, and the selection split's ``val/...``).
 
 Attributes are written before each result reaches Optuna: Optuna refuses to change a
 trial once told its final value. A failure to annotate is logged and never stops a study.
@@ -41,7 +41,7 @@ class TrialAnnotator:
         if ours is not None:
             attrs["searchsvc_trial_id"], attrs["searchsvc_trial_number"] = ours
         for key, value in (result or {}).items():
-            if (key == "avg_dev_score" or key.endswith("/score") or key == "epoch") and _finite(value):
+            if _annotated(key) and _finite(value):
                 attrs[key] = int(value) if key == "epoch" else float(value)
         return attrs
 
@@ -53,6 +53,12 @@ class TrialAnnotator:
                 return None  # not started in SQL yet: the next result fills it in
             self._ours[ray_trial_id] = (trial.id, trial.number)
         return self._ours[ray_trial_id]
+
+
+def _annotated(key: str) -> bool:
+    """Scores a person looks for beside the objective: dev's and the selection split's
+    (``val/...``), overall and per task, and the epoch they belong to."""
+    return key == "epoch" or key.endswith("avg_dev_score") or key.endswith("/score")
 
 
 def _finite(value: Any) -> bool:

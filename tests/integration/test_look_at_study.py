@@ -40,8 +40,11 @@ def test_plots_and_optuna_attributes_of_a_peml_study(live: LiveService, tmp_path
     for ot in optuna_trials:
         ours = trials[ot.user_attrs["searchsvc_trial_id"]]
         assert ot.user_attrs["searchsvc_trial_number"] == ours["number"]
-        last = study.reports(ours["id"])[-1]["metrics"]
-        assert ot.value == pytest.approx(last["avg_dev_score"])
+        last_report = study.reports(ours["id"])[-1]
+        last = last_report["metrics"]
+        assert ot.value == pytest.approx(last_report["objective"])  # the selection split's score, not dev's
+        assert ot.user_attrs["avg_dev_score"] == pytest.approx(last["avg_dev_score"])
+        assert ot.user_attrs["val/avg_dev_score"] == pytest.approx(last["val/avg_dev_score"])
         assert ot.user_attrs["senti/score"] == pytest.approx(last["senti/score"])
         assert ot.user_attrs["pairs/score"] == pytest.approx(last["pairs/score"])
         assert ot.params["lr"] == pytest.approx(ours["config"]["lr"])
