@@ -309,6 +309,10 @@ class TrainSpec(_Strict):
     dev_scores: str = Field("every_epoch", description="when the dev split is scored: 'every_epoch' (every report "
                                                        "carries it) or 'best_epoch' (once, for the best epoch, after "
                                                        "training: saves time when only the final score matters)")
+    probe_epochs: int = Field(0, ge=0, le=100, description="linear probing first (LP-FT): epochs of training the task heads "
+                                                          "alone on the starting model's features before the adapter "
+                                                          "trains, so random heads do not bend the pretrained features; 0: off")
+    probe_lr: float = Field(5e-3, gt=0.0, le=1.0, description="the heads' learning rate while probing (Adam)")
 
     @field_validator("dev_scores", "pair_encoding", "selection", "loss_balance", "sampling", "subset")
     @classmethod

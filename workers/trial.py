@@ -53,9 +53,11 @@ from workers.balance import LossBalancer
 from workers.batching import prepare_tokenizer
 from workers.checkpoint import checkpoint_name, load_training_state, load_weights, save_checkpoint
 from workers.data import TaskData, load_spec_tasks
+from workers.encoder import MultiTaskModel
 from workers.model import build_model, resolve_pair_encoding
 from workers.multitask import MultiTaskBase
 from workers.peml import PemlTraining, discretization_metrics, searched_prefix, split_held_out
+from workers.probe import probe_heads
 from workers.sampling import MultiTaskSampler, sampling_weights
 from workers.step import StepBackward, instruction_similarity
 from workers.trainer import TaskRef, build_optimizer, evaluate, linear_warmup_decay, train_epoch
@@ -175,6 +177,7 @@ def run_trial(
     resumed_from = None
     if resume_from is not None:
         resumed_from = _restore(Path(resume_from), trial, state)
+    probed = probe_before_training(trial) if resume_from is None else {}
     kept: list[Path] = []
     patience, max_epochs = spec.train.patience, spec.train.max_epochs
     for epoch in range(int(state["epoch"]) + 1, max_epochs + 1):
@@ -184,6 +187,8 @@ def run_trial(
         state["global_step"] = int(state["global_step"]) + int(metrics["train_steps"])
         if resumed_from is not None:
             metrics["resumed_from_epoch"], resumed_from = resumed_from, None
+        metrics.update(probed)
+        probed = {}  # the first epoch's report says what probing did
         # with PEML's retrain epochs, only the retrained discrete model's epochs may be the objective
         _track_best(metrics, state, mode=mode, counts=trial.peml is None or trial.peml.scores_objective(epoch))
         state["epoch"] = epoch
@@ -266,6 +271,23 @@ def build_trial(config: Mapping[str, Any], *, spec: StudySpec) -> TrialParts:
         optimizer=optimizer, scheduler=scheduler, backward=backward,
         balancer=LossBalancer(len(tasks), mode=train_spec.loss_balance), trainable=trainable, total=total,
     )
+
+
+def probe_before_training(trial: TrialParts) -> dict[str, float]:
+    """LP-FT (:mod:`workers.probe`): with ``train.probe_epochs``, fit the heads on the starting
+    model's features before the first step. Returns ``probe/<task>/loss_before|after`` for
+    the first report; nothing for the ``head`` method (it is a probe already) or a model
+    without heads (text-to-text)."""
+    epochs = trial.spec.train.probe_epochs
+    if epochs <= 0 or trial.method == "head" or not isinstance(trial.model, MultiTaskModel):
+        return {}
+    result = probe_heads(trial.model, trial.train_splits, epochs=epochs, lr=trial.spec.train.probe_lr,
+                         batch_size=trial.spec.train.batch_size, pad_id=trial.pad_id, device=trial.device,
+                         seed=trial.spec.train.seed)
+    out: dict[str, float] = {}
+    for task, before, after in zip(trial.tasks, result.loss_before, result.loss_after, strict=True):
+        out[f"probe/{task.name}/loss_before"], out[f"probe/{task.name}/loss_after"] = before, after
+    return out
 
 
 def carve_selection(n_rows: int, *, fraction: float, key: str) -> tuple[list[int], list[int]]:

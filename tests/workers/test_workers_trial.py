@@ -192,3 +192,28 @@ def test_trial_is_repeatable_given_the_seed(tiny_bert: Path, synthetic_tasks: di
         wall_clock = ("epoch_seconds", "train_seconds", "seconds_per_step")
         runs.append({k: v for k, v in report.calls[0][0].items() if k not in wall_clock})
     assert runs[0] == runs[1]
+
+
+def test_probe_epochs_fit_the_heads_before_the_first_step_and_the_first_report_says_so(
+    tiny_bert: Path, synthetic_tasks: dict[str, Path], tmp_path: Path
+) -> None:
+    """With ``train.probe_epochs`` the heads are fitted first (LP-FT): the first report carries
+    each task's probe loss before and after, lower after; later reports do not repeat it.
+    With a vanishing adapter lr, epoch 1's training loss then starts from fitted heads: it is
+    below the loss of the same trial without probing."""
+    losses = {}
+    for probe in (0, 20):
+        spec = _spec(tiny_bert, synthetic_tasks, method="lora", max_epochs=2, probe_epochs=probe, probe_lr=5e-2)
+        report = Recorder()
+        run_trial({"lr": 1e-12, "head_lr_scale": 1.0}, spec=spec, report=report, workdir=tmp_path / str(probe))
+        first, second = report.calls[0][0], report.calls[1][0]
+        probe_keys = {k for k in first if k.startswith("probe/")}
+        assert not any(k.startswith("probe/") for k in second)
+        if probe:
+            assert probe_keys == {f"probe/{t}/loss_{w}" for t in synthetic_tasks for w in ("before", "after")}
+            for task in synthetic_tasks:
+                assert first[f"probe/{task}/loss_after"] < first[f"probe/{task}/loss_before"]
+        else:
+            assert probe_keys == set()
+        losses[probe] = first["train_loss"]
+    assert losses[20] < losses[0]
