@@ -10,9 +10,10 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import BodyLimits
-from api.routes import health, plots, studies, tokens
+from api.routes import health, models, plots, studies, tokens
 from searchsvc import __version__
 from searchsvc.config import Settings
+from searchsvc.model_registry import ModelRegistry
 from searchsvc.service import PathRules, StudyService, UserLimits
 from searchsvc.signals import keep_sigterm_handler
 from searchsvc.store import Store
@@ -28,11 +29,13 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database_url = settings.resolved_database_url()
+        registry = ModelRegistry.load(models_dir=settings.models_dir, models_file=settings.models_file)
+        log.info("model registry: %d models offered", len(registry))
         store = Store.open(database_url)
         rules = PathRules(roots=tuple(settings.allowed_roots()), data_dir=settings.data_dir.expanduser().resolve(),
                           allow_hub=settings.allow_hub_models)
         limits = UserLimits(max_pending_studies=settings.max_pending_studies_per_user)
-        app.state.service = StudyService(store, paths=rules, limits=limits)
+        app.state.service = StudyService(store, paths=rules, limits=limits, models=registry)
         app.state.metrics_token = settings.metrics_token
         app.state.ray = None
         app.state.dispatcher = None
@@ -76,4 +79,5 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.include_router(studies.router)
     app.include_router(plots.router)
     app.include_router(tokens.router)
+    app.include_router(models.router)
     return app

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from searchsvc.errors import summarize
+from searchsvc.model_registry import RegisteredModel
 from searchsvc.service import StudyView
 from searchsvc.store import Report, Token, Trial
 
@@ -189,3 +190,15 @@ class TokenOut(BaseModel):
 
 class TokenCreatedOut(TokenOut):
     token: str = Field(description="the secret, shown once: send it as 'Authorization: Bearer <token>'")
+
+
+class ModelOut(BaseModel):
+    """A model the operator offers; a spec names it by ``id``. Its folder stays on the server."""
+
+    id: str = Field(description="what a spec's `model` names")
+    family: str | None = Field(description="the model's type from its config.json (bert, t5, llama, ...), if known")
+    description: str | None
+
+    @classmethod
+    def of(cls, m: RegisteredModel) -> ModelOut:
+        return cls(id=m.id, family=m.family, description=m.description)

@@ -40,10 +40,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api import create_app
+    from searchsvc.model_registry import ModelRegistry
     from searchsvc.signals import shutdown_signals_end_quietly
 
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # the app reads the registry again at start; a mistake in it is the operator's to fix, not a traceback
+        ModelRegistry.load(models_dir=settings.models_dir, models_file=settings.models_file)
+    except ValueError as exc:
+        print(f"error: model registry: {exc}", file=sys.stderr)
+        return 2
     print(f"searchsvc: database {settings.masked_database_url()}", file=sys.stderr)
     print(f"searchsvc: API on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr)
     # SIGTERM (docker stop, Kubernetes) and SIGINT both pause running studies and exit 0.

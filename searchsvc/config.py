@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from searchsvc.paths import parse_roots
@@ -17,7 +17,7 @@ from searchsvc.redact import mask_url
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SEARCHSVC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SEARCHSVC_", extra="ignore", populate_by_name=True)
 
     database_url: str = Field("", description="SQLAlchemy URL; empty means an SQLite file in the working directory")
     ray_address: str | None = Field(None, description="an existing Ray cluster; unset starts a local Ray")
@@ -40,7 +40,12 @@ class Settings(BaseSettings):
         "", description=f"folders a spec's task paths and model path may lie under, separated by {os.pathsep!r}; "
                         "empty (the default) allows none"
     )
-    allow_hub_models: bool = Field(False, description="accept a model-hub id as a spec's model (workers download it)")
+    allow_hub_models: bool = Field(
+        False, validation_alias=AliasChoices("SEARCHSVC_ALLOW_HUB", "SEARCHSVC_ALLOW_HUB_MODELS"),
+        description="accept a model-hub id as a spec's model (workers download it); env SEARCHSVC_ALLOW_HUB",
+    )
+    models_dir: Path | None = Field(None, description="each subfolder holding a config.json is a model, its name the id")
+    models_file: Path | None = Field(None, description="YAML/JSON: model id -> folder, or {path, description, family}")
     max_request_bytes: int = Field(1 << 20, gt=0, description="larger request bodies are refused with 413")
 
     def allowed_roots(self) -> list[Path]:

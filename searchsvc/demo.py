@@ -13,7 +13,6 @@ running so the study can be looked at: plots, the dashboard, the CLI; ``--stop``
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import time
 import zipfile
@@ -41,7 +40,7 @@ def minilm_path(cache_dir: Path) -> Path:
 DEMO_METHODS = ("lora+prefix", "peml")
 
 
-def demo_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: int, method: str = "lora+prefix") -> dict[str, Any]:
+def demo_spec(model: str, tasks: list[dict[str, Any]], *, trials: int, epochs: int, method: str = "lora+prefix") -> dict[str, Any]:
     """The demo's study. ``peml`` searches the prefix's architecture too and coordinates the
     tasks' gradients, so every plot kind (α heat maps, task weights) has something to show."""
     spec = _base_spec(model, tasks, trials=trials, epochs=epochs)
@@ -52,10 +51,10 @@ def demo_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: 
     return spec
 
 
-def _base_spec(model: Path, tasks: list[dict[str, Any]], *, trials: int, epochs: int) -> dict[str, Any]:
+def _base_spec(model: str, tasks: list[dict[str, Any]], *, trials: int, epochs: int) -> dict[str, Any]:
     return {
         "name": "demo-minilm",
-        "model": str(model),
+        "model": model,
         "tasks": tasks,
         "method": "lora+prefix",
         "search": {
@@ -116,14 +115,15 @@ def run_demo(workdir: Path, *, trials: int = 4, epochs: int = 2, port: int | Non
     store.close()
 
     print("[demo] starting searchsvc serve (SQLite + local Ray) ...", flush=True)
-    # The operator's setting: the spec may name the demo's model and task folders, nothing else.
-    allowed = os.pathsep.join([str(model), str(workdir / "data")])
+    # The operator's settings: the model registry offers MiniLM (its folder's name is its id),
+    # and the spec may name the demo's task folders, nothing else.
     server = LocalServer(database_url=database_url, data_dir=workdir / "searchsvc-data", port=port,
-                         extra_env={"SEARCHSVC_ALLOWED_PATHS": allowed})
+                         extra_env={"SEARCHSVC_ALLOWED_PATHS": str(workdir / "data"),
+                                    "SEARCHSVC_MODELS_DIR": str(model.parent)})
     with server:
         print(f"[demo] API at {server.url} (docs at {server.url}/docs)", flush=True)
         with Client(server.url, token) as client:
-            spec = demo_spec(model, tasks, trials=trials, epochs=epochs, method=method)
+            spec = demo_spec(model.name, tasks, trials=trials, epochs=epochs, method=method)
             study = client.create_study(spec)
             print(f"[demo] submitted study {study.id}: {method}, {trials} trials x {epochs} epochs, TPE over "
                   f"{', '.join(spec['search']['space'])}", flush=True)

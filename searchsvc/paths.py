@@ -14,8 +14,10 @@ before anything is read, whether a path is one the operator allows:
 - a refusal reads the same whether or not the path exists, and never repeats the path,
   so the error cannot be used to map the server's files.
 
-A ``model`` that is not a path (no leading ``/``, ``~`` or ``.``) is a model-hub id;
-it is accepted only when the operator enables hub downloads.
+A ``model`` that is not a path (no leading ``/``, ``~`` or ``.``) and not one of the
+operator's registered models (:mod:`searchsvc.model_registry`, which asks this module only
+after its own ids) is a model-hub id; it is accepted only when the operator enables hub
+downloads.
 
 The policy is applied on the server only (the SDK validates specs locally without it);
 :func:`searchsvc.spec.parse_spec` calls it before checking that a folder exists.
@@ -30,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REFUSED = "not under a folder this service allows (the operator sets SEARCHSVC_ALLOWED_PATHS)"
-HUB_REFUSED = "not a path under an allowed folder, and this service does not download models from a hub"
+HUB_REFUSED = ("not a model this service offers (GET /v1/models lists them) nor a path under an allowed folder, "
+               "and this service does not download models from a hub")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?$")
 USER_PLACEHOLDER = "{user}"
 _SAFE_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,99}$")

@@ -13,6 +13,7 @@ from typing import Any
 
 from searchsvc.artifacts import artifact_name, pack_once
 from searchsvc.errors import ConflictError, NotFoundError
+from searchsvc.model_registry import ModelRegistry, ModelResolver, RegisteredModel
 from searchsvc.paths import PathPolicy, roots_for
 from searchsvc.request_limits import check_raw_spec
 from searchsvc.spec import check_searchable, parse_spec
@@ -52,10 +53,12 @@ class PathRules:
 
 
 class StudyService:
-    def __init__(self, store: Store, *, paths: PathRules | None = None, limits: UserLimits | None = None) -> None:
+    def __init__(self, store: Store, *, paths: PathRules | None = None, limits: UserLimits | None = None,
+                 models: ModelRegistry | None = None) -> None:
         self.store = store
         self.paths = paths or PathRules()
         self.limits = limits or UserLimits()
+        self.models = models or ModelRegistry()
 
     def submit(self, user: User, raw_spec: Any) -> StudyView:
         """Validate the spec (raises SpecError, storing nothing) and store a pending study.
@@ -65,7 +68,8 @@ class StudyService:
         must search something: an empty ``search.space`` is refused here (see
         :func:`~searchsvc.spec.check_searchable`), not in ``parse_spec``."""
         check_raw_spec(raw_spec)
-        spec = check_searchable(parse_spec(raw_spec, paths=self.path_policy(user)))
+        paths = self.path_policy(user)
+        spec = check_searchable(parse_spec(raw_spec, paths=paths, models=self.model_resolver(user, paths)))
         limit = self.limits.max_pending_studies
         if limit is not None and len(self.store.list_studies(owner_id=user.id, states=["pending"])) >= limit:
             raise ConflictError(f"you have {limit} studies waiting to start, the most this service allows; "
@@ -78,6 +82,23 @@ class StudyService:
         private = [self.paths.data_dir] if self.paths.data_dir else []
         return PathPolicy(roots=roots_for(self.paths.roots, user.name), private=private, owned=owned,
                           allow_hub=self.paths.allow_hub)
+
+    def model_resolver(self, user: User, paths: PathPolicy) -> ModelResolver:
+        """How ``user``'s ``model`` resolves: the registry, ``study:<id>`` of their own
+        exported studies only (another user's reads as missing), else ``paths``."""
+
+        def own_export(study_id: int) -> Path | None:
+            try:
+                study = self.store.get_study(study_id, owner_id=user.id)
+            except NotFoundError:
+                return None
+            return Path(study.artifact_path) if study.artifact_path else None
+
+        return ModelResolver(self.models, paths, own_export)
+
+    def list_models(self, user: User) -> list[RegisteredModel]:
+        """The operator's models; the same for every user (``user`` keeps the route authenticated)."""
+        return self.models.entries()
 
     def get(self, user: User, study_id: int) -> StudyView:
         return self._view(self.store.get_study(study_id, owner_id=user.id))

@@ -13,12 +13,19 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from searchsvc.errors import SpecError
 from searchsvc.paths import PathPolicy
+
+
+class ModelPolicy(Protocol):
+    """Turns a spec's ``model`` into what workers load, or raises ValueError (see
+    :class:`searchsvc.model_registry.ModelResolver`; a bare :class:`PathPolicy` also is one)."""
+
+    def model(self, value: str) -> str: ...
 
 # Methods the trainers implement. The spec refuses any other name, so a typo fails at
 # submission rather than an hour later on a worker.
@@ -426,7 +433,8 @@ class StudySpec(_Strict):
 
     name: str = Field(min_length=1, max_length=200)
     model: str = Field(min_length=1, max_length=MAX_PATH_LENGTH,
-                       description="a model folder, or a hub id where the service allows it")
+                       description="a model id from the service's registry (GET /v1/models), study:<id> (your "
+                                   "study's exported model), a model folder, or a hub id where the service allows it")
     tasks: list[TaskSpec] = Field(min_length=1)
     method: str = "lora+prefix"
     search: SearchSpec = Field(default_factory=SearchSpec)
@@ -443,7 +451,8 @@ class StudySpec(_Strict):
     @field_validator("model")
     @classmethod
     def _allowed_model(cls, value: str, info: ValidationInfo) -> str:
-        policy = (info.context or {}).get("paths")
+        context = info.context or {}
+        policy = context.get("models") or context.get("paths")
         return value if policy is None else str(policy.model(value))
 
     @model_validator(mode="after")
@@ -609,12 +618,14 @@ def _value_problem(name: str, value: Any, rule: dict[str, Any]) -> str | None:
     return None
 
 
-def parse_spec(data: Any, *, paths: PathPolicy | None = None) -> StudySpec:
+def parse_spec(data: Any, *, paths: PathPolicy | None = None, models: ModelPolicy | None = None) -> StudySpec:
     """Validate raw spec data (a dict, or YAML/JSON text) into a :class:`StudySpec`.
 
     ``paths``: on a server, the operator's rules for the filesystem paths a spec may name
     (task folders, a model folder), applied before anything is read; ``None`` (the SDK,
-    the CLI, a runner re-reading a stored spec) checks the paths as given.
+    the CLI, a runner re-reading a stored spec) checks the paths as given. ``models``: on a
+    server, resolves ``model`` (registry ids, ``study:<id>``, paths, hub ids) to what
+    workers load; without it ``paths`` confines ``model`` as a path or hub id.
 
     Raises:
         SpecError: listing every problem as ``(field path, message)``.
@@ -626,7 +637,8 @@ def parse_spec(data: Any, *, paths: PathPolicy | None = None) -> StudySpec:
     if not isinstance(data, dict):
         raise SpecError([("<root>", f"a study spec must be a mapping, got {type(data).__name__}")])
     try:
-        return StudySpec.model_validate(data, context={"paths": paths} if paths is not None else None)
+        context = {key: value for key, value in (("paths", paths), ("models", models)) if value is not None}
+        return StudySpec.model_validate(data, context=context or None)
     except ValidationError as exc:
         raise SpecError(_problems_from(exc)) from None
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,24 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:  # connect, read, timeout, protocol: no usable answer
             raise ServiceUnreachable(self.url, str(exc) or type(exc).__name__) from exc
+        self._raise_for_status(response, method, path)
+        return response
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """Like :meth:`request`, but the body is not read: iterate ``response.iter_bytes()``
+        inside the block (large downloads never sit in memory whole). A connection lost
+        mid-body raises ServiceUnreachable too."""
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()  # an error body is small, and its detail names the problem
+                    self._raise_for_status(response, method, path)
+                yield response
+        except httpx.TransportError as exc:
+            raise ServiceUnreachable(self.url, str(exc) or type(exc).__name__) from exc
+
+    def _raise_for_status(self, response: httpx.Response, method: str, path: str) -> None:
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -102,7 +123,6 @@ class Client:
             except ValueError:
                 detail = response.text
             raise error_for(response.status_code, detail, method=method, url=f"{self.url}{path}")
-        return response
 
     def create_study(self, spec: dict[str, Any] | str | Path) -> Study:
         data = load_spec(spec)
@@ -115,6 +135,11 @@ class Client:
         params = {"state": state} if state else None
         body = self.request("GET", "/v1/studies", params=params).json()
         return [Study(self, item) for item in body["data"]]
+
+    def models(self) -> list[dict[str, Any]]:
+        """The models the service offers (``{"id", "family", "description"}``); a spec's
+        ``model`` names one by ``id`` (or ``study:<id>``, one of your exported studies)."""
+        return list(self.request("GET", "/v1/models").json()["data"])
 
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/healthz").json()  # type: ignore[no-any-return]
@@ -227,11 +252,20 @@ class Study:
         target.write_bytes(response.content)
         return target
 
-    def download_artifact(self, path: str | Path) -> Path:
-        """Save the best trial's checkpoint (a .tar.gz) to ``path``; a folder gets the server's file name."""
-        response = self._client.request("GET", f"/v1/studies/{self.id}/artifact")
+    def download_artifact(self, path: str | Path, *, chunk_bytes: int = 1 << 20) -> Path:
+        """Save the study's artifact (a .tar.gz, possibly gigabytes) to ``path``; in a folder
+        it is named ``study-<id>-best.tar.gz``. Streamed: written in chunks to a temporary
+        file beside the target, renamed onto it when complete, so memory stays flat and
+        ``path`` never holds half an artifact (a failed download leaves no file behind)."""
         target = Path(path)
         if target.is_dir():
             target = target / f"study-{self.id}-best.tar.gz"
-        target.write_bytes(response.content)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+        try:
+            with self._client.stream("GET", f"/v1/studies/{self.id}/artifact") as response, partial.open("wb") as out:
+                for chunk in response.iter_bytes(chunk_bytes):
+                    out.write(chunk)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
         return target
