@@ -10,9 +10,10 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import BodyLimits
-from api.routes import health, models, plots, studies, tokens
+from api.routes import datasets, health, models, plots, studies, tokens
 from searchsvc import __version__
 from searchsvc.config import Settings
+from searchsvc.datasets import DatasetService, UploadLimits
 from searchsvc.model_registry import ModelRegistry
 from searchsvc.service import PathRules, StudyService, UserLimits
 from searchsvc.signals import keep_sigterm_handler
@@ -35,7 +36,9 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         rules = PathRules(roots=tuple(settings.allowed_roots()), data_dir=settings.data_dir.expanduser().resolve(),
                           allow_hub=settings.allow_hub_models)
         limits = UserLimits(max_pending_studies=settings.max_pending_studies_per_user)
-        app.state.service = StudyService(store, paths=rules, limits=limits, models=registry)
+        app.state.datasets = DatasetService(store, root=settings.resolved_data_root(), limits=UploadLimits(
+            max_file_bytes=settings.dataset_max_file_bytes, max_total_bytes=settings.dataset_max_total_bytes))
+        app.state.service = StudyService(store, paths=rules, limits=limits, models=registry, datasets=app.state.datasets)
         app.state.metrics_token = settings.metrics_token
         app.state.ray = None
         app.state.dispatcher = None
@@ -74,10 +77,12 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes)
+    # The dataset upload streams its own body under its own limits (see api.routes.datasets).
+    app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes, streamed=frozenset({datasets.PATH}))
     app.include_router(health.router)
     app.include_router(studies.router)
     app.include_router(plots.router)
     app.include_router(tokens.router)
     app.include_router(models.router)
+    app.include_router(datasets.router)
     return app

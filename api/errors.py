@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from searchsvc.errors import AuthError, ConflictError, NotFoundError, SearchsvcError, SpecError, StoreError
+from searchsvc.errors import AuthError, ConflictError, NotFoundError, SearchsvcError, SpecError, StoreError, TooLargeError
 
 log = logging.getLogger("searchsvc.api")
 _MAX_TEXT = 300  # a message or a field path in a reply never grows with the request
@@ -26,6 +26,7 @@ _STATUS: list[tuple[type[SearchsvcError], int]] = [
     (NotFoundError, 404),
     (AuthError, 401),
     (ConflictError, 409),
+    (TooLargeError, 413),
     (StoreError, 503),
 ]
 

@@ -21,12 +21,16 @@ def _is_json(content_type: str) -> bool:
 
 
 class BodyLimits:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    """``streamed``: paths whose route reads its own (non-JSON) body as a stream under
+    limits of its own (the dataset upload); their bodies pass through untouched."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, streamed: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
+        if scope["type"] != "http" or scope["method"] not in _WITH_BODY or scope["path"] in self.streamed:
             await self.app(scope, receive, send)
             return
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from searchsvc.errors import summarize
 from searchsvc.model_registry import RegisteredModel
 from searchsvc.service import StudyView
-from searchsvc.store import Report, Token, Trial
+from searchsvc.store import Dataset, Report, Token, Trial
 
 T = TypeVar("T")
 
@@ -88,12 +88,23 @@ class StudyOut(BaseModel):
     def of(cls, view: StudyView) -> StudyOut:
         s, p = view.study, view.progress
         return cls(
-            id=s.id, name=s.name, state=s.state, owner=s.owner, spec=s.spec, stop_requested=s.stop_requested,
+            id=s.id, name=s.name, state=s.state, owner=s.owner, spec=_public_spec(s.spec), stop_requested=s.stop_requested,
             error=summarize(s.error) if s.error else None, ray_experiment=s.ray_experiment, dashboard_url=s.dashboard_url,
             control=s.control, restarts=s.restarts,
             progress=ProgressOut(total=p.total, best_objective=p.best_objective, **p.counts),
             created_at=s.created_at, updated_at=s.updated_at, started_at=s.started_at, finished_at=s.finished_at,
         )
+
+
+def _public_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The stored spec as its owner wrote it: a task named by dataset shows the dataset,
+    not the folder on the server it was resolved to."""
+    tasks = spec.get("tasks")
+    if not isinstance(tasks, list):
+        return spec
+    shown = [{k: v for k, v in task.items() if k != "path"} if isinstance(task, dict) and task.get("dataset") is not None
+             else task for task in tasks]
+    return {**spec, "tasks": shown}
 
 
 class TrialOut(BaseModel):
@@ -202,3 +213,24 @@ class ModelOut(BaseModel):
     @classmethod
     def of(cls, m: RegisteredModel) -> ModelOut:
         return cls(id=m.id, family=m.family, description=m.description)
+
+
+class DatasetOut(BaseModel):
+    """An uploaded task folder: its files' sizes (bytes) and row counts, never its location."""
+
+    id: int
+    name: str
+    owner: str
+    train_rows: int
+    dev_rows: int
+    train_bytes: int
+    dev_bytes: int
+    meta_bytes: int
+    total_bytes: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, d: Dataset, *, owner: str) -> DatasetOut:
+        return cls(id=d.id, name=d.name, owner=owner, train_rows=d.train_rows, dev_rows=d.dev_rows,
+                   train_bytes=d.train_bytes, dev_bytes=d.dev_bytes, meta_bytes=d.meta_bytes, total_bytes=d.total_bytes,
+                   created_at=d.created_at)

@@ -1,6 +1,6 @@
-"""The ``searchsvc`` command line: serve, study, token, train, dashboard, demo.
+"""The ``searchsvc`` command line: serve, study, data, token, train, dashboard, demo.
 
-Client commands (``study ...``, in ``cli_study``) go through the SDK, so they work against any server;
+Client commands (``study ...`` in ``cli_study``, ``data ...`` in ``cli_data``) go through the SDK, so they work against any server;
 ``serve``, ``token`` and ``train`` act locally. Flags win over ``SEARCHSVC_*`` variables.
 """
 
@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     from searchsvc.cli_study import add_study_commands
 
     add_study_commands(sub, client_flags)
+
+    from searchsvc.cli_data import add_data_commands
+
+    add_data_commands(sub, client_flags)
 
     p = sub.add_parser("train", help="run one trial standalone (no Ray, no API)")
     p.add_argument("spec")

@@ -15,10 +15,12 @@ from searchsvc.client import (
     ClientError,
     Conflict,
     InvalidSpec,
+    NotATaskFolder,
     NotFound,
     ServerError,
     ServiceUnreachable,
     StudyTimeout,
+    TooLarge,
     Unauthorized,
 )
 
@@ -76,6 +78,9 @@ def _explain_client(exc: ClientError, *, has_token: bool) -> Explained:
         ])
     if isinstance(exc, StudyTimeout):
         return Explained(EXIT_TIMEOUT, [f"error: {exc}", "  the study keeps running; `searchsvc study watch ID` follows it again"])
+    if isinstance(exc, NotATaskFolder):
+        return Explained(EXIT_INVALID, [f"error: {exc}",
+                                        "  fix: a task folder holds train.jsonl, dev.jsonl and meta.json"])
     assert isinstance(exc, ApiError)
     where = _where(exc)
     detail = ApiError._describe(exc.detail)
@@ -88,10 +93,15 @@ def _explain_client(exc: ClientError, *, has_token: bool) -> Explained:
             f"  fix: {TOKEN_FIX}",
         ])
     if isinstance(exc, NotFound):
+        kind = "datasets" if "/v1/datasets" in (exc.url or "") else "studies"
+        command = "data" if kind == "datasets" else "study"
         return Explained(EXIT_NOT_FOUND, [
             f"error: not found (HTTP 404 from {where}): {detail}",
-            "  fix: `searchsvc study list` shows the studies your token can see (other users' studies are invisible)",
+            f"  fix: `searchsvc {command} list` shows the {kind} your token can see (other users' {kind} are invisible)",
         ])
+    if isinstance(exc, TooLarge):
+        return Explained(EXIT_INVALID, [f"error: too large (HTTP 413 from {where}): {detail}",
+                                        "  fix: send less (the service's operator sets its size limits)"])
     if isinstance(exc, Conflict):
         return Explained(EXIT_CONFLICT, [f"error: refused (HTTP 409 from {where}): {detail}",
                                          "  `searchsvc study show ID` shows the study's state"])

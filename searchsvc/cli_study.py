@@ -57,7 +57,7 @@ def _print_best(study: Any) -> None:
 
 
 def cmd_study_submit(args: argparse.Namespace) -> int:
-    study = _client(args).create_study(Path(args.spec))
+    study = _client(args).create_study(Path(args.spec), upload=args.upload)
     print(f"submitted study {study.id}", file=sys.stderr)
     if args.wait:
         study.wait(progress=True)
@@ -163,6 +163,8 @@ def add_study_commands(sub: Any, client_flags: Callable[[argparse.ArgumentParser
     p = study.add_parser("submit", help="submit a study spec (YAML or JSON); prints the new study id")
     p.add_argument("spec")
     p.add_argument("--wait", action="store_true", help="follow it to the end with a progress bar")
+    p.add_argument("--upload", action="store_true",
+                   help="upload the spec's local task folders as datasets (for a server without your filesystem)")
     client_flags(p)
     p.set_defaults(func=cmd_study_submit)
     p = study.add_parser("list", help="your studies")

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(None, description="each subfolder holding a config.json is a model, its name the id")
     models_file: Path | None = Field(None, description="YAML/JSON: model id -> folder, or {path, description, family}")
     max_request_bytes: int = Field(1 << 20, gt=0, description="larger request bodies are refused with 413")
+    data_root: Path | None = Field(None, description="uploaded datasets, one folder per owner; default <data_dir>/datasets")
+    dataset_max_file_bytes: int = Field(256 << 20, gt=0, description="an uploaded train.jsonl or dev.jsonl over this: 413")
+    dataset_max_total_bytes: int = Field(512 << 20, gt=0, description="an upload whose files pass this in all: 413")
 
     def allowed_roots(self) -> list[Path]:
         return parse_roots(self.allowed_paths)
@@ -59,6 +62,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(Path.cwd() / 'searchsvc.db').resolve()}"
+
+    def resolved_data_root(self) -> Path:
+        """Where uploaded datasets live (created by the first upload)."""
+        return (self.data_root or self.data_dir / "datasets").expanduser().resolve()
 
     def resolved_data_dir(self) -> Path:
         path = self.data_dir.expanduser().resolve()

@@ -9,6 +9,7 @@ nothing of searchsvc still handles it sensibly::
     ├── NotFoundError(KeyError)        no such study / trial / token visible to this user
     ├── AuthError(PermissionError)     missing or unknown credentials
     ├── ConflictError(RuntimeError)    the request clashes with the object's state
+    ├── TooLargeError(ValueError)      an upload passes one of the operator's size limits
     └── StoreError(RuntimeError)       the database failed; the operation was rolled back
         └── StoreUnavailableError      the database cannot be reached (or is busy): retry later
 
@@ -50,6 +51,10 @@ class AuthError(SearchsvcError, PermissionError):
 
 class ConflictError(SearchsvcError, RuntimeError):
     """The request is valid but the object's current state does not allow it."""
+
+
+class TooLargeError(SearchsvcError, ValueError):
+    """An upload is larger than a limit the operator set (a file's, or the whole upload's)."""
 
 
 class StoreError(SearchsvcError, RuntimeError):

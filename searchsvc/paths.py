@@ -80,25 +80,32 @@ class PathPolicy:
     """The operator's rules for one user's spec (see the module docstring).
 
     ``roots``: allowed folders; ``private``: folders refused even under a root (the data
-    folder); ``owned``: folders inside ``private`` this user may use as a base model
-    (their own exported artifacts); ``allow_hub``: accept hub ids for ``model``.
+    folder, the datasets' root); ``owned``: folders inside ``private`` this user may use as
+    a base model (their own exported artifacts); ``datasets``: task folders inside
+    ``private`` this spec may name (the user's datasets the service resolved, exactly
+    those folders); ``allow_hub``: accept hub ids for ``model``.
     """
 
     roots: Sequence[Path] = ()
     private: Sequence[Path] = ()
     owned: Sequence[Path] = ()
+    datasets: Sequence[Path] = ()
     allow_hub: bool = False
     _real_roots: tuple[Path, ...] = field(init=False, repr=False)
     _real_private: tuple[Path, ...] = field(init=False, repr=False)
     _real_owned: tuple[Path, ...] = field(init=False, repr=False)
+    _real_datasets: tuple[Path, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_real_roots", tuple(_real(p) for p in self.roots))
         object.__setattr__(self, "_real_private", tuple(_real(p) for p in self.private))
         object.__setattr__(self, "_real_owned", tuple(_real(p) for p in self.owned))
+        object.__setattr__(self, "_real_datasets", tuple(_real(p) for p in self.datasets))
 
     def task_folder(self, value: str) -> Path:
         """The resolved folder; ValueError (the same text for every refusal) if not allowed."""
+        if value.startswith("/") and "\x00" not in value and _real(Path(value)) in self._real_datasets:
+            return _real(Path(value))
         path = self._confined(value)
         if path is None:
             raise ValueError(REFUSED)

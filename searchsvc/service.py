@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from searchsvc.artifacts import artifact_name, pack_once
+from searchsvc.datasets import DatasetService
 from searchsvc.errors import ConflictError, NotFoundError
 from searchsvc.model_registry import ModelRegistry, ModelResolver, RegisteredModel
 from searchsvc.paths import PathPolicy, roots_for
@@ -54,21 +55,27 @@ class PathRules:
 
 class StudyService:
     def __init__(self, store: Store, *, paths: PathRules | None = None, limits: UserLimits | None = None,
-                 models: ModelRegistry | None = None) -> None:
+                 models: ModelRegistry | None = None, datasets: DatasetService | None = None) -> None:
         self.store = store
         self.paths = paths or PathRules()
         self.limits = limits or UserLimits()
         self.models = models or ModelRegistry()
+        self.datasets = datasets
 
     def submit(self, user: User, raw_spec: Any) -> StudyView:
         """Validate the spec (raises SpecError, storing nothing) and store a pending study.
 
         The raw value is bounded first (a JSON object, no NUL, no huge strings), then its
-        paths are confined to the operator's roots before any of them is read. A submitted study
+        paths are confined to the operator's roots before any of them is read. Tasks that
+        name a ``dataset`` get the user's stored folder (see
+        :meth:`~searchsvc.datasets.DatasetService.resolve_tasks`). A submitted study
         must search something: an empty ``search.space`` is refused here (see
         :func:`~searchsvc.spec.check_searchable`), not in ``parse_spec``."""
         check_raw_spec(raw_spec)
-        paths = self.path_policy(user)
+        folders: list[Path] = []
+        if self.datasets is not None:
+            raw_spec, folders = self.datasets.resolve_tasks(user, raw_spec)
+        paths = self.path_policy(user, datasets=folders)
         spec = check_searchable(parse_spec(raw_spec, paths=paths, models=self.model_resolver(user, paths)))
         limit = self.limits.max_pending_studies
         if limit is not None and len(self.store.list_studies(owner_id=user.id, states=["pending"])) >= limit:
@@ -76,12 +83,16 @@ class StudyService:
                                 "wait for them or stop some")
         return self._view(self.store.create_study(user.id, spec))
 
-    def path_policy(self, user: User) -> PathPolicy:
-        """The rules for ``user``'s spec: their own exported artifacts may be a base model."""
+    def path_policy(self, user: User, *, datasets: list[Path] | None = None) -> PathPolicy:
+        """The rules for ``user``'s spec: their own exported artifacts may be a base model,
+        and ``datasets`` (their datasets this spec names, resolved) may be task folders;
+        the rest of the data folder and the datasets' root are out of reach."""
         owned = [Path(s.artifact_path) for s in self.store.list_studies(owner_id=user.id) if s.artifact_path]
         private = [self.paths.data_dir] if self.paths.data_dir else []
+        if self.datasets is not None:
+            private.append(self.datasets.root)
         return PathPolicy(roots=roots_for(self.paths.roots, user.name), private=private, owned=owned,
-                          allow_hub=self.paths.allow_hub)
+                          datasets=datasets or (), allow_hub=self.paths.allow_hub)
 
     def model_resolver(self, user: User, paths: PathPolicy) -> ModelResolver:
         """How ``user``'s ``model`` resolves: the registry, ``study:<id>`` of their own

@@ -116,7 +116,7 @@ DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
 }
 
 _TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
-_TASK_FILES = ("train.jsonl", "dev.jsonl", "meta.json")
+TASK_FILES = ("train.jsonl", "dev.jsonl", "meta.json")
 MAX_PATH_LENGTH = 1024  # paths and model ids; longer is no real path, and every list call returns it
 _MAX_MESSAGE = 300  # a problem's message never grows with the input that caused it
 
@@ -135,16 +135,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+DATASET_NAME_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, not only digits"
+
+
+def check_dataset_name(value: str) -> str:
+    """A dataset's name: short, a safe charset (it names a file nowhere, but shows in lists
+    and messages), and never all digits, so a spec's ``dataset: 12`` can only mean an id."""
+    if not _DATASET_NAME.match(value) or value.isdigit():
+        raise ValueError(f"a dataset name must be {DATASET_NAME_RULE}")
+    return value
+
+
 class TaskSpec(_Strict):
-    """One task: a folder with ``train.jsonl``, ``dev.jsonl`` and ``meta.json``.
+    """One task: a folder with ``train.jsonl``, ``dev.jsonl`` and ``meta.json``, named by
+    ``path`` or by ``dataset`` (an uploaded dataset's id, or its name).
 
     On the server, ``parse_spec(..., paths=policy)`` confines the folder to the
     operator's allowed roots before anything is read (see :mod:`searchsvc.paths`).
     Messages name the field, never the path: on a server they would map its files.
+    The service resolves ``dataset`` to the owner's stored folder before parsing and
+    stores both (``dataset`` as the id); see :mod:`searchsvc.datasets`.
     """
 
     name: str
-    path: str = Field(min_length=1, max_length=MAX_PATH_LENGTH)
+    path: str | None = Field(None, min_length=1, max_length=MAX_PATH_LENGTH)
+    dataset: int | str | None = Field(None, description="an uploaded dataset of yours: its id, or its name")
     weight: float = Field(1.0, gt=0, le=1e6, description="relative sampling weight γ of this task")
     instruction: str | None = Field(None, max_length=10_000, description="optional task description text")
 
@@ -157,12 +173,14 @@ class TaskSpec(_Strict):
 
     @field_validator("path")
     @classmethod
-    def _folder_is_a_task(cls, value: str, info: ValidationInfo) -> str:
+    def _folder_is_a_task(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:  # ``path: null`` as if absent: the task names a dataset instead
+            return None
         policy = (info.context or {}).get("paths")
         folder = policy.task_folder(value) if policy is not None else Path(value).expanduser()
         if not folder.is_dir():
             raise ValueError("no task folder at this path")
-        missing = [name for name in _TASK_FILES if not (folder / name).is_file()]
+        missing = [name for name in TASK_FILES if not (folder / name).is_file()]
         if missing:
             raise ValueError(f"the task folder lacks {', '.join(missing)}")
         try:
@@ -172,6 +190,21 @@ class TaskSpec(_Strict):
         if not isinstance(meta, dict) or "metric" not in meta:
             raise ValueError("the task folder's meta.json must be an object with a 'metric' field")
         return str(folder.resolve())
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_ref(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return check_dataset_name(value)
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**31):
+            return value
+        raise ValueError("must be a dataset's id (a positive integer) or its name (a string)")
+
+    @model_validator(mode="after")
+    def _names_its_data(self) -> TaskSpec:
+        if self.path is None and self.dataset is None:
+            raise ValueError("give the task's data: 'path' (a task folder) or 'dataset' (an uploaded dataset)")
+        return self
 
 
 class When(_Strict):

@@ -1,7 +1,9 @@
 """Trainers for searchsvc: data, PEFT methods, metrics, the trial entry point, export.
 
 The dispatcher imports two names from here: :func:`run_trial`, and
-:func:`newest_resumable` to pick the checkpoint a resumed trial continues from. Users of a finished
+:func:`newest_resumable` to pick the checkpoint a resumed trial continues from. The service
+checks an uploaded task folder with :func:`check_task_folder` (the checks a trial makes
+when it loads the folder, so an upload that passes is one every trial can read). Users of a finished
 study call :func:`export_artifact` (checkpoint -> artifact directory) and :func:`load`
 (artifact directory -> :class:`workers.artifact.Predictor`). Importing this package is
 cheap (no torch, no transformers): the heavy modules load on the first call, so a Ray
@@ -18,8 +20,9 @@ if TYPE_CHECKING:
 
     from searchsvc.spec import StudySpec
     from workers.artifact import Predictor
+    from workers.data import FolderCheck
 
-__all__ = ["export_artifact", "load", "newest_resumable", "run_trial"]
+__all__ = ["check_task_folder", "export_artifact", "load", "newest_resumable", "run_trial"]
 
 
 def run_trial(
@@ -57,3 +60,11 @@ def load(path: str | Path, *, device: str = "cpu") -> Predictor:
     from workers.artifact import load as _load
 
     return _load(path, device=device)
+
+
+def check_task_folder(folder: str | Path) -> FolderCheck:
+    """Check every row of a task folder as a trial would read it; returns its row counts.
+    Raises ValueError naming the file and line; see :func:`workers.data.check_task_folder`."""
+    from workers.data import check_task_folder as _check
+
+    return _check(Path(folder))

@@ -187,38 +187,87 @@ def load_task(
     Raises:
         ValueError: the meta file or a row is malformed (the message names file and line).
     """
+    if task.path is None:  # the service fills a dataset's folder in at submission
+        raise ValueError(f"task {task.name!r} has no folder (a dataset the service did not resolve)")
     folder = Path(task.path)
-    meta_path = folder / "meta.json"
-    meta = _read_meta(meta_path)
-    kind, labels, label_type = _labels_from_meta(meta, meta_path)
-    metrics = _metrics_from_meta(meta, meta_path, kind)
-    verbalizer = _verbalizer_from_meta(meta, meta_path, kind, labels, label_type)
-    encoder = _LabelEncoder(kind, labels, label_type)
+    header = _read_header(folder)
     if subset not in SUBSETS:
         raise ValueError(f"subset must be {' or '.join(map(repr, SUBSETS))}, got {subset!r}")
 
     def pick(split: str, limit: int | None) -> RowPicker:
         return RowPicker(limit, None if subset == "first" else random.Random(f"{subset_seed}/{task.name}/{split}"))
 
-    train, shape = _read_split(folder / "train.jsonl", encoder, pick("train", max_train))
-    dev, dev_shape = _read_split(folder / "dev.jsonl", encoder, pick("dev", max_dev))
-    if not train:
+    train_picker, dev_picker = pick("train", max_train), pick("dev", max_dev)
+    shape = _read_splits(folder, header.encoder, train_picker, dev_picker)
+    return TaskData(
+        name=task.name,
+        kind=header.kind,
+        labels=tuple(header.labels),
+        metrics=header.metrics,
+        shape=shape,
+        train=tuple(train_picker.rows()),
+        dev=tuple(dev_picker.rows()),
+        label_type=header.label_type,
+        verbalizer=header.verbalizer,
+    )
+
+
+@dataclass(frozen=True)
+class FolderCheck:
+    """What :func:`check_task_folder` found: the rows of each split and the task's shape."""
+
+    train_rows: int
+    dev_rows: int
+    shape: str
+    kind: TaskKind
+
+
+def check_task_folder(folder: Path) -> FolderCheck:
+    """Run every check :func:`load_task` makes on a task folder, over every row, keeping
+    none in memory (an uploaded dataset is checked once, whole, before it is stored).
+
+    Raises:
+        ValueError: as :func:`load_task` does (the message names file and line).
+    """
+    header = _read_header(folder)
+    train, dev = RowPicker(0, random.Random(0)), RowPicker(0, random.Random(0))  # keep none, count all
+    shape = _read_splits(folder, header.encoder, train, dev)
+    return FolderCheck(train_rows=train.seen, dev_rows=dev.seen, shape=shape, kind=header.kind)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """A task folder's meta.json, checked: what the rows are read and encoded against."""
+
+    kind: TaskKind
+    labels: list[Any]
+    label_type: str
+    metrics: tuple[str, ...]
+    verbalizer: dict[str, str] | None
+    encoder: _LabelEncoder
+
+
+def _read_header(folder: Path) -> _Header:
+    meta_path = folder / "meta.json"
+    meta = _read_meta(meta_path)
+    kind, labels, label_type = _labels_from_meta(meta, meta_path)
+    metrics = _metrics_from_meta(meta, meta_path, kind)
+    verbalizer = _verbalizer_from_meta(meta, meta_path, kind, labels, label_type)
+    return _Header(kind, labels, label_type, metrics, verbalizer, _LabelEncoder(kind, labels, label_type))
+
+
+def _read_splits(folder: Path, encoder: _LabelEncoder, train: RowPicker, dev: RowPicker) -> str:
+    """Read both splits into their pickers; returns the shape. Each split needs a row, and
+    both splits the same shape."""
+    _, shape = _read_split(folder / "train.jsonl", encoder, train)
+    _, dev_shape = _read_split(folder / "dev.jsonl", encoder, dev)
+    if not train.seen:
         raise ValueError(f"{folder / 'train.jsonl'}: no rows")
-    if not dev:
+    if not dev.seen:
         raise ValueError(f"{folder / 'dev.jsonl'}: no rows")
     if dev_shape != shape:
         raise ValueError(f"{folder}: train rows look like {shape!r} but dev rows like {dev_shape!r}")
-    return TaskData(
-        name=task.name,
-        kind=kind,
-        labels=tuple(labels),
-        metrics=metrics,
-        shape=shape,
-        train=tuple(train),
-        dev=tuple(dev),
-        label_type=label_type,
-        verbalizer=verbalizer,
-    )
+    return shape
 
 
 def detect_shape(record: dict[str, Any]) -> str:
@@ -385,6 +434,11 @@ class RowPicker:
         self.rng = rng
         self._kept: list[tuple[int, Example]] = []
         self._seen = 0
+
+    @property
+    def seen(self) -> int:
+        """How many rows were offered (kept or not)."""
+        return self._seen
 
     @property
     def full(self) -> bool:

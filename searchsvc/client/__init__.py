@@ -15,14 +15,16 @@ from searchsvc.client._errors import (
     ClientError,
     Conflict,
     InvalidSpec,
+    NotATaskFolder,
     NotFound,
     ServerError,
     ServiceUnreachable,
     StudyTimeout,
+    TooLarge,
     Unauthorized,
 )
 
 __all__ = [
-    "ApiError", "Client", "ClientError", "Conflict", "InvalidSpec", "NotFound", "ServerError", "ServiceUnreachable", "Study",
-    "StudyTimeout", "Unauthorized", "load_spec",
+    "ApiError", "Client", "ClientError", "Conflict", "InvalidSpec", "NotATaskFolder", "NotFound", "ServerError",
+    "ServiceUnreachable", "Study", "StudyTimeout", "TooLarge", "Unauthorized", "load_spec",
 ]

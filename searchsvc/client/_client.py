@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,11 +15,12 @@ from typing import Any
 
 import httpx
 
-from searchsvc.client._errors import ServiceUnreachable, StudyTimeout, error_for
+from searchsvc.client._errors import Conflict, NotATaskFolder, ServiceUnreachable, StudyTimeout, error_for
 from searchsvc.client._progress import StudyProgressBar
 
 TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
 DEFAULT_URL = "http://127.0.0.1:8000"
+TASK_FILES = ("train.jsonl", "dev.jsonl", "meta.json")  # the SDK does not import searchsvc.spec's copy (pydantic)
 
 
 def load_spec(spec: dict[str, Any] | str | Path, *, base: Path | None = None) -> dict[str, Any]:
@@ -61,6 +64,22 @@ def _absolute_task_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             task = {**task, "path": str((base / task["path"]).resolve())}
         fixed.append(task)
     return {**data, "tasks": fixed}
+
+
+def _dataset_slug(task_name: str) -> str:
+    """A task name cut to what a dataset name allows, leaving room for a digest."""
+    slug = re.sub(r"[^A-Za-z0-9_.\-]", "-", task_name)[:51]
+    return slug if slug[:1].isalnum() else f"t{slug}"[:51]
+
+
+def _files_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for name in TASK_FILES:
+        digest.update(name.encode() + b"\0")
+        with open(folder / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 class Client:
@@ -124,9 +143,75 @@ class Client:
                 detail = response.text
             raise error_for(response.status_code, detail, method=method, url=f"{self.url}{path}")
 
-    def create_study(self, spec: dict[str, Any] | str | Path) -> Study:
+    def create_study(self, spec: dict[str, Any] | str | Path, *, upload: bool = False) -> Study:
+        """Submit a study. ``upload=True`` is for a service that does not share your
+        filesystem: each task given by a local ``path`` is uploaded (see
+        :meth:`upload_task`) and sent as ``{name, dataset: <id>}``; with the default
+        ``False``, paths are sent as they are, for the server to read (under the folders
+        its operator allows)."""
         data = load_spec(spec)
+        if upload and isinstance(data.get("tasks"), list):
+            data = {**data, "tasks": [self._uploaded(task, index) for index, task in enumerate(data["tasks"])]}
         return Study(self, self.request("POST", "/v1/studies", json=data).json())
+
+    def _uploaded(self, task: Any, index: int) -> Any:
+        if not isinstance(task, dict) or not isinstance(task.get("path"), str):
+            return task  # a dataset already, or something for the server to refuse
+        folder = Path(task["path"])
+        if not all((folder / name).is_file() for name in TASK_FILES):
+            raise NotATaskFolder(f"tasks[{index}].path: {folder} is not a local task folder ({', '.join(TASK_FILES)})")
+        dataset = self.upload_task(folder, task_name=str(task.get("name") or folder.name))
+        return {**{k: v for k, v in task.items() if k != "path"}, "dataset": dataset["id"]}
+
+    def upload_task(self, folder: str | Path, *, task_name: str) -> dict[str, Any]:
+        """Upload a task folder once: as dataset ``<task name>-<12 hex digits of its files'
+        SHA-256>``, or return the dataset of yours that already has that name (the same
+        files were uploaded before), so submitting a spec again uploads nothing."""
+        folder = Path(folder)
+        name = f"{_dataset_slug(task_name)}-{_files_digest(folder)[:12]}"
+        existing = self._dataset_named(name)
+        if existing is not None:
+            return existing
+        try:
+            return self.upload_dataset(folder, name=name)
+        except Conflict:  # uploaded meanwhile (another submission): use that one
+            existing = self._dataset_named(name)
+            if existing is None:
+                raise
+            return existing
+
+    def _dataset_named(self, name: str) -> dict[str, Any] | None:
+        return next((d for d in self.datasets() if d["name"] == name), None)
+
+    def upload_dataset(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
+        """Upload a task folder (``train.jsonl``, ``dev.jsonl``, ``meta.json``) as a dataset
+        named ``name`` (default: the folder's name), streamed from disk; returns the dataset
+        (``id``, ``name``, row counts, sizes). Specs then name it ``{name, dataset: <id or
+        name>}``. Raises InvalidSpec naming the file and problem if the service refuses a
+        file, Conflict if you already have a dataset of that name."""
+        folder = Path(path).expanduser()
+        missing = [f for f in TASK_FILES if not (folder / f).is_file()]
+        if missing:
+            raise NotATaskFolder(f"{folder} is not a task folder: it lacks {', '.join(missing)}")
+        handles = {f: open(folder / f, "rb") for f in TASK_FILES}  # noqa: SIM115 - closed below
+        try:
+            files = {f: (f, handle, "application/octet-stream") for f, handle in handles.items()}
+            response = self.request("POST", "/v1/datasets", params={"name": name or folder.resolve().name}, files=files)
+        finally:
+            for handle in handles.values():
+                handle.close()
+        return response.json()  # type: ignore[no-any-return]
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """Your datasets, oldest first."""
+        return list(self.request("GET", "/v1/datasets").json()["data"])
+
+    def dataset(self, dataset_id: int) -> dict[str, Any]:
+        return self.request("GET", f"/v1/datasets/{dataset_id}").json()  # type: ignore[no-any-return]
+
+    def delete_dataset(self, dataset_id: int) -> None:
+        """Delete one of your datasets; Conflict while an unfinished study of yours uses it."""
+        self.request("DELETE", f"/v1/datasets/{dataset_id}")
 
     def study(self, study_id: int) -> Study:
         return Study(self, self.request("GET", f"/v1/studies/{study_id}").json())

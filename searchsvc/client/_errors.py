@@ -7,8 +7,10 @@
     │   ├── NotFound               404: no such study/trial/plot, or it is another user's
     │   ├── Conflict               409: the object's state forbids it (e.g. stopping a finished study)
     │   ├── InvalidSpec            422: the spec or request was rejected; ``problems`` lists (field, message)
+    │   ├── TooLarge               413: an upload (or a request body) passes the service's size limit
     │   └── ServerError            5xx: the service (or a proxy in front of it) failed
-    └── StudyTimeout               ``Study.wait`` ran out of time (the study keeps running)
+    ├── StudyTimeout               ``Study.wait`` ran out of time (the study keeps running)
+    └── NotATaskFolder             a local folder to upload lacks train.jsonl, dev.jsonl or meta.json
 
 Each error's text names what was asked (method and URL) and what went wrong; the CLI adds
 the fix (see ``searchsvc.cli_errors``).
@@ -77,6 +79,14 @@ class InvalidSpec(ApiError):
         return [(_loc(d.get("loc", "")), str(d.get("msg"))) if isinstance(d, dict) else ("<root>", str(d)) for d in self.detail]
 
 
+class TooLarge(ApiError):
+    """413: the upload or request is larger than the service accepts (its operator sets the limits)."""
+
+
+class NotATaskFolder(ClientError):
+    """A folder given to upload is missing, or lacks one of the task files; nothing was sent."""
+
+
 class ServerError(ApiError):
     """5xx: the service failed (its log says why), or a proxy in front of it did."""
 
@@ -91,7 +101,7 @@ def _loc(loc: Any) -> str:
 
 def error_for(status: int, detail: Any, *, method: str | None = None, url: str | None = None) -> ApiError:
     """The error type for an HTTP error status."""
-    kind: type[ApiError] = {401: Unauthorized, 404: NotFound, 409: Conflict, 422: InvalidSpec}.get(status, ApiError)
+    kind: type[ApiError] = {401: Unauthorized, 404: NotFound, 409: Conflict, 413: TooLarge, 422: InvalidSpec}.get(status, ApiError)
     if status >= 500:
         kind = ServerError
     return kind(status, detail, method=method, url=url)

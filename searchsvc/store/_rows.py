@@ -15,8 +15,8 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from searchsvc.errors import NotFoundError
-from searchsvc.store.models import AttemptRow, ReportRow, StudyRow, TokenRow, TrialRow, UserRow, utcnow
-from searchsvc.store.types import UNFINISHED_TRIAL_STATES, Attempt, Report, Study, Token, Trial, User
+from searchsvc.store.models import AttemptRow, DatasetRow, ReportRow, StudyRow, TokenRow, TrialRow, UserRow, utcnow
+from searchsvc.store.types import UNFINISHED_TRIAL_STATES, Attempt, Dataset, Report, Study, Token, Trial, User
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -33,6 +33,12 @@ def user_of(row: UserRow) -> User:
 def token_of(row: TokenRow) -> Token:
     return Token(id=row.id, user_id=row.user_id, label=row.label, created_at=aware(row.created_at),  # type: ignore[arg-type]
                  expires_at=aware(row.expires_at))
+
+
+def dataset_of(row: DatasetRow) -> Dataset:
+    return Dataset(id=row.id, owner_id=row.owner_id, name=row.name, folder=row.folder, train_bytes=row.train_bytes,
+                   dev_bytes=row.dev_bytes, meta_bytes=row.meta_bytes, train_rows=row.train_rows, dev_rows=row.dev_rows,
+                   created_at=aware(row.created_at))  # type: ignore[arg-type]
 
 
 def report_of(row: ReportRow) -> Report:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -116,4 +116,23 @@ class ReportRow(Base):
     objective: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class DatasetRow(Base):
+    """An uploaded task folder: its files live under the data root at ``folder`` (relative
+    to the root, so the operator may move the root); names are unique per owner."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_datasets_owner_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    folder: Mapped[str] = mapped_column(String(200), nullable=False)
+    train_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    dev_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    meta_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    train_rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    dev_rows: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)

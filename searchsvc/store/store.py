@@ -1,7 +1,7 @@
 """The SQL store: the system of record for users, studies, trials and reports.
 
-:class:`Store` is one facade over four parts, each in its own module: accounts (users,
-tokens), studies, trials, reports. Thread- and process-safety: a store may be shared by
+:class:`Store` is one facade over five parts, each in its own module: accounts (users,
+tokens), studies, trials, reports, datasets. Thread- and process-safety: a store may be shared by
 threads (each call opens its own session), and several processes (API, dispatcher,
 study runners) may open the same database; each method is one transaction. Rows never
 leave the store: methods return the frozen types of :mod:`searchsvc.store.types`
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from searchsvc.errors import StoreUnavailableError
 from searchsvc.redact import unmask_url
 from searchsvc.store._accounts import TOKEN_PREFIX, AccountsStore, hash_token
+from searchsvc.store._datasets import DatasetsStore
 from searchsvc.store._reports import ReportsStore
 from searchsvc.store._studies import StudiesStore
 from searchsvc.store._trials import TrialsStore
@@ -30,7 +31,7 @@ log = logging.getLogger("searchsvc.store")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-class Store(AccountsStore, StudiesStore, TrialsStore, ReportsStore):
+class Store(AccountsStore, StudiesStore, TrialsStore, ReportsStore, DatasetsStore):
     """All persistent state. Each method is one transaction and says what it raises."""
 
     #: How long a call keeps retrying while the database is unavailable before it raises

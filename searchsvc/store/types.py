@@ -101,6 +101,26 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """An uploaded task folder. ``folder`` is relative to the service's data root."""
+
+    id: int
+    owner_id: int
+    name: str
+    folder: str
+    train_bytes: int
+    dev_bytes: int
+    meta_bytes: int
+    train_rows: int
+    dev_rows: int
+    created_at: datetime
+
+    @property
+    def total_bytes(self) -> int:
+        return self.train_bytes + self.dev_bytes + self.meta_bytes
+
+
+@dataclass(frozen=True)
 class TrialTally:
     """Where a study's trials stand: how many in each state, and the best objective so far."""
 

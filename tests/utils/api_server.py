@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -27,10 +28,11 @@ class ServedApi:
 
 
 @contextmanager
-def served_api(database_url: str, *, timeout_s: float = 30.0) -> Iterator[ServedApi]:
+def served_api(database_url: str, *, timeout_s: float = 30.0, **settings: Any) -> Iterator[ServedApi]:
     """Serve ``create_app(dispatch=False)`` on a free port until the block ends (hub model ids
-    accepted, as the tests' ``minimal_spec`` names one that is never loaded: nothing trains here)."""
-    app = create_app(Settings(database_url=database_url, allow_hub_models=True), dispatch=False)
+    accepted, as the tests' ``minimal_spec`` names one that is never loaded: nothing trains here).
+    ``settings``: more operator settings (``data_dir``, where uploaded datasets go; ``allowed_paths``)."""
+    app = create_app(Settings(database_url=database_url, allow_hub_models=True, **settings), dispatch=False)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="served-api", daemon=True)

@@ -10,7 +10,7 @@ import pytest
 
 from searchsvc.spec import TaskSpec
 from tests.workers.helpers import STRICT_WARNINGS, write_task
-from workers.data import Example, TaskData, load_task
+from workers.data import Example, TaskData, check_task_folder, load_task
 
 pytestmark = STRICT_WARNINGS
 
@@ -211,3 +211,19 @@ def test_rows_past_the_limit_are_not_read(tmp_path: Path) -> None:
         _load(folder)
     with pytest.raises(ValueError, match="line 3"):  # a random sample reads (and checks) every row
         _load(folder, max_train=2)
+
+
+def test_check_task_folder_counts_every_row_and_makes_the_same_checks(tmp_path: Path) -> None:
+    """What an upload is checked with: every row read (blank lines skipped), none kept."""
+    rows = [{"text_a": "a", "text_b": "b", "label": "yes"}, {"text_a": "c", "text_b": "d", "label": "no"}]
+    folder = write_task(tmp_path / "t", train=rows * 3, dev=rows[:1], meta={"metric": "f1", "labels": ["no", "yes"]})
+    with open(folder / "train.jsonl", "a", encoding="utf-8") as handle:
+        handle.write("\n")
+    check = check_task_folder(folder)
+    assert (check.train_rows, check.dev_rows, check.shape, check.kind) == (6, 1, "pair", "classification")
+    (folder / "dev.jsonl").write_text('{"text": "x", "label": "no"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="train rows look like 'pair' but dev rows like 'single'"):
+        check_task_folder(folder)
+    (folder / "dev.jsonl").write_text('{"text_a": "x", "text_b": "y", "label": "maybe"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"dev\.jsonl, line 1: label 'maybe' is not among the meta labels"):
+        check_task_folder(folder)
