@@ -33,6 +33,7 @@ from _common import ROOT, cpu_model, package_versions
 from _common import mean_std as mean_std
 from _common import publish as publish
 from _common import pyplot as pyplot
+from _common import refuse_unknown_keys as refuse_unknown_keys
 from _common import save_figure as save_figure
 from _common import write_json as write_json
 from _common import write_results as write_results
