@@ -1,7 +1,8 @@
 """Every committed benchmark report is what its script's own summary makes of its results file.
 
 For each ``benchmarks/results/<name>.json`` with a ``<name>.md`` beside it, the script that writes
-it (``<name>.py``; ``search_efficiency_<model>`` comes from ``search_efficiency.py``) rebuilds the
+it (``<name>.py``; ``search_efficiency_<model>`` and ``trainer_<model>_<device>`` come from
+``search_efficiency.py`` and ``trainer.py``) rebuilds the
 Markdown from the JSON with its ``summarize`` and the two must be equal: a figure edited by hand
 in either file, or a key the script never writes, fails here. ``overhead.py`` goes further: its
 summary recomputes every figure from the raw runs, and its headline rules are checked on runs
@@ -13,8 +14,6 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,23 +25,16 @@ BENCHMARKS = ROOT / "benchmarks"
 RESULTS = BENCHMARKS / "results"
 REPORTED = sorted(p for p in RESULTS.glob("*.json") if p.with_suffix(".md").is_file())
 
-
-@pytest.fixture(autouse=True)
-def _benchmarks_importable() -> Iterator[None]:
-    """The scripts import their helpers as top-level modules (``_common``), as when run from benchmarks/."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+pytestmark = pytest.mark.usefixtures("benchmarks_on_path")
 
 
 def script_for(name: str) -> ModuleType:
     """The module of the script that writes ``<name>.json``."""
     if (BENCHMARKS / f"{name}.py").is_file():
         return importlib.import_module(name)
-    if name.startswith("search_efficiency_"):
-        return importlib.import_module("search_efficiency")
+    for script in ("search_efficiency", "trainer"):  # runs of another model or device get files of their own
+        if name.startswith(f"{script}_"):
+            return importlib.import_module(script)
     raise AssertionError(f"no script writes benchmarks/results/{name}.json")
 
 
