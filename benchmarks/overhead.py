@@ -15,7 +15,7 @@ Two measurements, one command:
    ``POST /v1/studies`` until the SDK sees the study completed; bare from building the
    ``Tuner`` until ``fit()`` returns. The 1-minute load average is recorded before and after
    each run. Reported: searchsvc / bare per pair, and their mean ± sample std.
-2. **TPE suggestion latency**: ``searcher.suggest()`` of the study's searcher
+2. **TPE suggestion latency** (``_tpe_latency.py``): ``searcher.suggest()`` of the study's searcher
    (``make_searcher``: Optuna's multivariate TPE behind Ray's ``OptunaSearch`` and
    ``ConcurrencyLimiter``) after 10, 100 and 500 finished trials fed with
    ``on_trial_complete``; median and p99 over ``--suggestions`` calls at each point, with
@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -61,7 +59,6 @@ from _control_plane import (  # noqa: E402
     TERMINAL,
     add_output_options,
     mean_std,
-    percentile,
     publish,
     pyplot,
     refuse_unknown_keys,
@@ -74,6 +71,7 @@ from _control_plane import (  # noqa: E402
     study_spec,
     tiny_workload,
 )
+from _tpe_latency import tpe_latency  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 NAME = "overhead"
@@ -192,64 +190,6 @@ def run_overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                        f"{run['loadavg_after']:.1f})")
             shutil.rmtree(work, ignore_errors=True)
     return {"spec": spec, "runs": runs, **pair_stats(runs, trials=args.trials, busy_load=args.busy_load)}
-
-
-# ---- TPE suggestion latency -------------------------------------------------------------------------
-
-
-def _synthetic_objective(config: dict[str, Any], rng: random.Random) -> float:
-    """A smooth score with a peak at lr = 1e-2, rank 4, prefix 5, plus a little noise."""
-    return (1.0 - 0.3 * (math.log10(config["lr"]) + 2.0) ** 2 - 0.02 * abs(config["prefix_length"] - 5)
-            + (0.05 if config["lora_rank"] == 4 else 0.0) + rng.gauss(0.0, 0.02))
-
-
-def tpe_latency(points: list[int], suggestions: int, *, storage: str, folder: Path) -> dict[str, Any]:
-    """Median/p99 of ``suggest()`` after each of ``points`` finished trials. Timed suggestions
-    are told as failed, which TPE ignores, so every one of them sees the same history."""
-    import optuna
-
-    from searchsvc.dispatch.searchers import make_searcher
-    from searchsvc.dispatch.space import tune_space
-    from searchsvc.spec import SearchSpec
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    total = max(points) + suggestions * len(points)
-    # The study's SearchSpec alone: the searcher needs no model or task folders.
-    search = SearchSpec.model_validate(
-        study_spec(name="tpe", model="", tasks=[], num_trials=total, max_concurrent=1, max_epochs=1)["search"])
-    rdb = None
-    if storage == "sqlite":
-        from searchsvc.dispatch.optuna_storage import make_optuna_storage
-
-        rdb = make_optuna_storage(f"sqlite:///{folder / 'tpe.db'}")
-    searcher = make_searcher(search, max_concurrent=1, storage=rdb, study_name=f"tpe-{storage}" if rdb else None)
-    searcher.set_search_properties(search.metric, search.mode, tune_space(search))
-    rng = random.Random(0)
-    finished = 0
-    number = 0
-    out: dict[str, Any] = {}
-    with tqdm(total=max(points), desc=f"TPE history ({storage})", unit="trial", leave=False) as bar:
-        for point in sorted(points):
-            while finished < point:
-                trial_id = f"t{number}"
-                number += 1
-                config = searcher.suggest(trial_id)
-                searcher.on_trial_complete(trial_id, result={search.metric: _synthetic_objective(config, rng)})
-                finished += 1
-                bar.update()
-            times = []
-            for _ in range(suggestions):
-                trial_id = f"t{number}"
-                number += 1
-                started = time.perf_counter()
-                config = searcher.suggest(trial_id)
-                times.append(time.perf_counter() - started)
-                if not isinstance(config, dict):
-                    raise RuntimeError(f"TPE gave no configuration after {finished} trials: {config!r}")
-                searcher.on_trial_complete(trial_id, error=True)
-            out[str(point)] = {"median_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99),
-                               "mean_ms": 1000 * mean_std(times)[0], "max_ms": 1000 * max(times), "n": len(times)}
-    return out
 
 
 # ---- output -----------------------------------------------------------------------------------------

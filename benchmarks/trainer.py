@@ -26,7 +26,7 @@ process. The median over ``--mem-repeats`` runs (3 in the full run).
 The report leads with "Not a reference run" and what falls short (a smoke run, fewer than 10
 timed steps per method, fewer than 3 memory runs, no peak measured) wherever that applies.
 
-    python benchmarks/trainer.py            # full: ~20 min on 2 cores
+    python benchmarks/trainer.py            # full: ~15-20 min on 2 cores
     python benchmarks/trainer.py --smoke    # < 2 min
     python benchmarks/trainer.py --replot   # rewrite .md and .png from the .json in --out
 
