@@ -4,7 +4,8 @@
 - :func:`write_json` / :func:`write_results` / :func:`save_outputs`: ``<name>.json``, ``.md`` and ``.png`` in
   the output folder; :func:`publish` ends a run with them and the printed summary;
 - :func:`add_output_options` / :func:`replot`: ``--out`` and ``--replot`` (rewrite the report from the JSON);
-- :func:`percentile`, :func:`mean_std`; :func:`pyplot` / :func:`save_figure`: matplotlib on Agg.
+- :func:`percentile`, :func:`mean_std`; :func:`pyplot` / :func:`save_figure`: matplotlib on Agg;
+- :func:`refuse_unknown_keys`: a summary refuses a results file carrying what its script never writes.
 
 Not a benchmark itself; ``_control_plane`` and ``_trainer_common`` add what is particular to theirs.
 """
@@ -121,6 +122,17 @@ def save_figure(fig: Any, path: Path, *, dpi: int) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
+
+
+def refuse_unknown_keys(results: dict[str, Any], known: Sequence[str], *, script: str) -> None:
+    """Raise ``ValueError`` naming the top-level keys of ``results`` that ``script`` does not write.
+
+    Why: every figure in ``benchmarks/results`` must come from its script; a key the script never writes (a
+    hand-added ``notes``, say) is text nobody measured, so the summary refuses it instead of printing it."""
+    unknown = sorted(set(results) - set(known))
+    if unknown:
+        raise ValueError(f"{script}: results carry keys this script does not write: {', '.join(unknown)} "
+                         f"(it writes {', '.join(known)}); rerun the benchmark instead of editing its results")
 
 
 # ---- statistics ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Helpers for the control-plane benchmarks (``overhead.py``, ``api_load.py``); not a benchmark itself.
 
 - :func:`setup_info` / :func:`setup_markdown`: the machine and versions every result records;
-  :func:`report_tail`: the Notes/Setup/Reproduce lines that end every report;
+  :func:`report_tail`: the Setup/Reproduce lines that end every report;
 - :func:`tiny_workload`: the tiny BERT and two tiny tasks the integration tests use;
 - :func:`study_spec`: a study over them (a plain dict, validated by the server or ``parse_spec``);
 - :func:`fresh_database`: an SQLite file or a PostgreSQL database ``searchsvc_bench_*``, dropped after;
@@ -30,8 +30,10 @@ from _common import mean_std as mean_std
 from _common import percentile as percentile
 from _common import publish as publish
 from _common import pyplot as pyplot
+from _common import refuse_unknown_keys as refuse_unknown_keys
 from _common import replot as replot
 from _common import save_figure as save_figure
+from _common import save_outputs as save_outputs
 from _common import write_results as write_results
 
 POSTGRES_ADMIN = os.environ.get("SEARCHSVC_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -66,11 +68,11 @@ def setup_markdown(setup: dict[str, Any]) -> list[str]:
 
 
 def report_tail(results: dict[str, Any], script: str, *, setup_lines: Sequence[str] = ()) -> list[str]:
-    """The last lines of a control-plane report: the run's notes (if any), its setup (plus the caller's
-    ``setup_lines``) and the command that reproduces it, so every report ends alike."""
+    """The last lines of a control-plane report: its setup (plus the caller's ``setup_lines``) and the
+    command that reproduces it, so every report ends alike. No free-text notes: a report says only what
+    its script measured."""
     setup = results["setup"]
-    notes = ["", "## Notes", "", *[f"- {note}" for note in results["notes"]]] if results.get("notes") else []
-    return [*notes, "", "## Setup", "", *setup_markdown(setup), *setup_lines, "",
+    return ["", "## Setup", "", *setup_markdown(setup), *setup_lines, "",
             f"Reproduce: `python benchmarks/{script}" + (" --smoke" if setup["settings"]["smoke"] else "") + "`.", ""]
 
 

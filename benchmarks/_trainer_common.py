@@ -33,6 +33,7 @@ from _common import ROOT, cpu_model, package_versions
 from _common import mean_std as mean_std
 from _common import publish as publish
 from _common import pyplot as pyplot
+from _common import refuse_unknown_keys as refuse_unknown_keys
 from _common import save_figure as save_figure
 from _common import write_json as write_json
 from _common import write_results as write_results
@@ -136,9 +137,12 @@ class FixedBatchTrainer:
 
     The batch: ``rows_per_task`` rows of each task (for pair tasks the longest ones, so the
     batch is as wide as ``max_seq_len``), right-padded to exactly ``max_seq_len`` tokens.
+    ``device`` and ``dtype`` (a torch dtype's name): where the whole model, trained parameters
+    included, lives and in what precision (``bfloat16`` for a GPU run of a large decoder).
     """
 
-    def __init__(self, spec: Any, config: dict[str, Any], *, rows_per_task: int, total_steps: int = 100_000) -> None:
+    def __init__(self, spec: Any, config: dict[str, Any], *, rows_per_task: int, total_steps: int = 100_000,
+                 device: str = "cpu", dtype: str = "float32") -> None:
         import torch
         from transformers import AutoTokenizer
 
@@ -158,6 +162,9 @@ class FixedBatchTrainer:
         model = build_model(spec.model, method=spec.method, config=params, tasks=[t.info for t in tasks],
                             total_steps=total_steps, tokenizer=tokenizer, peml=spec.peml)
         model.remember_trainable()
+        # On the device and in the dtype before any optimizer holds its parameters (as run_trial moves it).
+        model.to(device=torch.device(device), dtype=getattr(torch, dtype))
+        self.device = torch.device(device)
         max_len = spec.train.max_seq_len
         pad_id = int(tokenizer.pad_token_id)
         parts = []
@@ -174,13 +181,14 @@ class FixedBatchTrainer:
             batch = Batch(input_ids=pad(batch.input_ids, pad_id), attention_mask=pad(batch.attention_mask, 0),
                           token_type_ids=None if batch.token_type_ids is None else pad(batch.token_type_ids, 0),
                           labels=batch.labels, segments=batch.segments)
-        self.batch = batch
+        self.batch = batch.to(self.device)
+        self.tokens = int(batch.input_ids.numel())  # tokens per step, padding included
         self.real_token_share = float(batch.attention_mask.float().mean())
         self.model = model
         self.peml = None
         if searched_prefix(model) is not None:
             self.peml = PemlTraining(model, spec.peml, arch_lr=float(params["arch_lr"]), max_epochs=1, pad_id=pad_id,
-                                     entropy_lambda=float(params["entropy_lambda"]))
+                                     device=self.device, entropy_lambda=float(params["entropy_lambda"]))
             self.peml.begin_epoch(1)
         arch = set(map(id, self.peml.prefix.arch_parameters())) if self.peml else set()
         self.optimizer = build_optimizer(model, lr=params["lr"], weight_decay=params["weight_decay"],
@@ -210,6 +218,8 @@ class FixedBatchTrainer:
             self.peml.step_hook(step=self.steps, model=self.model, batch=self.batch, losses=values, optimizer=self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the step has ended when its kernels have
         return time.perf_counter() - started
 
 

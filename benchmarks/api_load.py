@@ -13,7 +13,11 @@ and errors (exceptions and non-200 answers). Bounded: ``--max-requests`` per lev
     python benchmarks/api_load.py --smoke    # 10 and 50 clients, 3 s each, both backends: < 60 s
 
 The load generator runs on the same machine as the server and the training trial, so
-on a small machine the numbers are those of all three sharing its cores.
+on a small machine the numbers are those of all three sharing its cores. The CPU each of
+them used is reported apart, in cores over the level: the server process alone, the load
+generator (this process), and the rest of the machine (Ray, the trial, anything else: the
+machine's busy time from ``/proc/stat`` less the other two), so a throughput limited by the
+generator or by a neighbour shows as such.
 
 Results: benchmarks/results/api_load.{json,md,png} (``--out`` elsewhere).
 """
@@ -41,6 +45,7 @@ from _control_plane import (  # noqa: E402
     postgres_version,
     publish,
     pyplot,
+    refuse_unknown_keys,
     replot,
     report_tail,
     save_figure,
@@ -52,6 +57,7 @@ from _control_plane import (  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 NAME = "api_load"
+KNOWN = ("setup", "postgres_version", "backends", "total_seconds")  # the top-level keys this script writes
 ENDPOINTS = ("study", "trials", "reports")
 
 
@@ -134,6 +140,16 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine spent busy so far (``/proc/stat``: all but idle and iowait; NaN
+    elsewhere)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _wait(condition, *, timeout_s: float, what: str, poll_s: float = 0.5):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -170,13 +186,17 @@ def run_backend(backend: str, args: argparse.Namespace, root: Path, workload: tu
         with tqdm(args.levels, desc=f"{backend} load", unit="level") as bar:
             for clients in bar:
                 assert server.process is not None
-                cpu_before = (_cpu_seconds(server.process.pid), time.process_time(), time.perf_counter())
+                cpu_before = (_cpu_seconds(server.process.pid), time.process_time(), _machine_busy_seconds(),
+                              time.perf_counter())
                 level = asyncio.run(_load(server.url, token, paths, clients=clients, duration_s=args.duration,
                                           warmup_s=args.warmup, max_requests=args.max_requests, bar=bar))
-                elapsed = time.perf_counter() - cpu_before[2]
-                # CPU use over the whole level (warm-up included), in cores: 1.0 = one core busy.
+                elapsed = time.perf_counter() - cpu_before[3]
+                # CPU use over the whole level (warm-up included), in cores: 1.0 = one core busy. The server,
+                # the load generator (this process) and the rest of the machine, each apart.
                 level["server_cpu_cores"] = (_cpu_seconds(server.process.pid) - cpu_before[0]) / elapsed
                 level["client_cpu_cores"] = (time.process_time() - cpu_before[1]) / elapsed
+                level["other_cpu_cores"] = ((_machine_busy_seconds() - cpu_before[2]) / elapsed
+                                            - level["server_cpu_cores"] - level["client_cpu_cores"])
                 level["loadavg_after"] = os.getloadavg()[0]  # other work on the machine shows up here
                 levels.append(level)
                 tqdm.write(f"{backend}, {clients} clients: {level['throughput_rps']:.0f} req/s, "
@@ -198,6 +218,8 @@ def run_backend(backend: str, args: argparse.Namespace, root: Path, workload: tu
 
 
 def summarize(results: dict[str, Any]) -> str:
+    """The report of a results file. Raises ``ValueError`` for keys this script does not write."""
+    refuse_unknown_keys(results, KNOWN, script="api_load.py")
     setup = results["setup"]
     settings = setup["settings"]
     lines = [
@@ -209,18 +231,22 @@ def summarize(results: dict[str, Any]) -> str:
         "turn, each as soon as the previous one is answered. Throughput counts answered (200) requests per second; "
         f"latency is per request, as the client sees it. The study trains one trial at a time (1 CPU of Ray; tiny BERT, "
         f"two tasks of {settings['train_rows_per_task']} training rows) "
-        "during the measurement; server, Ray, trial and load generator share the machine's cores. Server and "
-        "client CPU: cores each process kept busy during the level (1.00 = one core; the server process alone, "
-        "without Ray and the trial); load avg: the machine's 1-minute load average after the level.",
+        "during the measurement; server, Ray, trial and load generator share the machine's "
+        f"{setup['cpus']} cores. CPU, in cores kept busy during the level (1.00 = one core), each apart: the server "
+        "process alone (without Ray and the trial); the load generator (the benchmark's own process); the rest of "
+        "the machine (Ray, the trial and anything else; '-' where not recorded). Load avg: the machine's 1-minute "
+        "load average after the level.",
         "",
-        "| backend | clients | req/s | p50 ms | p99 ms | max ms | errors | requests | server CPU | client CPU | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | clients | req/s | p50 ms | p99 ms | max ms | errors | requests | server CPU | load generator CPU "
+        "| rest of machine CPU | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for backend in results["backends"]:
         for level in backend["levels"]:
             lines.append(f"| {backend['backend']} | {level['clients']} | {level['throughput_rps']:.0f} | {level['p50_ms']:.1f} "
                          f"| {level['p99_ms']:.1f} | {level['max_ms']:.1f} | {level['errors']} | {level['requests']} "
                          f"| {level.get('server_cpu_cores', float('nan')):.2f} | {level.get('client_cpu_cores', float('nan')):.2f} "
+                         + (f"| {level['other_cpu_cores']:.2f} " if "other_cpu_cores" in level else "| - ")
                          + (f"| {level['loadavg_after']:.1f} |" if "loadavg_after" in level else "| - |"))
     lines += ["", "Per endpoint (p50 / p99 ms):", "",
               "| backend | clients | " + " | ".join(ENDPOINTS) + " |", "|---|---|" + "---|" * len(ENDPOINTS)]

@@ -40,6 +40,7 @@ from _control_plane import (
     percentile,
     publish,
     pyplot,
+    refuse_unknown_keys,
     replot,
     report_tail,
     save_figure,
@@ -199,6 +200,7 @@ def run_study(index: int, rng: random.Random, *, root: Path, backend: str, fault
 
 
 def summarize(results: dict[str, Any]) -> str:
+    refuse_unknown_keys(results, ("setup", "studies", "wall_seconds"), script="chaos.py")
     studies = results["studies"]
     faults = [f for s in studies for f in s["faults"] if "recovery_s" in f]
     lines = ["# Chaos: kills of the service, trial workers and the database", "",

@@ -21,7 +21,16 @@ import time
 from typing import Any
 
 import torch
-from _trainer_common import DATA, RESULTS, minilm, study_spec, task_specs, train_once, write_json
+from _trainer_common import (
+    DATA,
+    RESULTS,
+    minilm,
+    refuse_unknown_keys,
+    study_spec,
+    task_specs,
+    train_once,
+    write_json,
+)
 from tqdm import tqdm
 
 RUNS = [  # label, method, coordination
@@ -57,6 +66,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(results: dict[str, Any]) -> str:
+    refuse_unknown_keys(results, ("setup", "runs"), script="methods_minilm.py")
     tasks = results["setup"]["tasks"]
     runs = results["runs"]
     lora_step = sum(e["seconds_per_step"] for e in runs["lora"]["epochs"]) / len(runs["lora"]["epochs"])

@@ -42,7 +42,11 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     assert set(results) >= {"setup", "overhead", "tpe_suggest"}
     overhead = results["overhead"]
     trials = results["setup"]["settings"]["trials"]
-    assert [r["system"] for r in overhead["runs"]] == ["searchsvc", "bare"]  # alternated
+    # Pairs alternate which system runs first; each run has its load average before and after.
+    assert [r["system"] for r in overhead["runs"]] == ["searchsvc", "bare", "bare", "searchsvc"]
+    assert all(_positive(r["loadavg_before"] + 1) and _positive(r["loadavg_after"] + 1) for r in overhead["runs"])
+    report = (tmp_path / "overhead.md").read_text()
+    assert "**No headline figure: fewer than 3 pairs (2).**" in report  # two smoke pairs never make a headline
     for run in overhead["runs"]:
         assert _positive(run["wall_s"]), run
         assert run["completed"] == trials and run["failed"] == 0, run
@@ -66,6 +70,7 @@ def test_api_load_smoke(tmp_path: Path) -> None:
         assert levels[10]["errors"] == 0, levels[10]["error_kinds"]
         for level in levels.values():
             assert level["requests"] > 0 and _positive(level["throughput_rps"]), level
+            assert _positive(level["client_cpu_cores"]) and not math.isnan(level["other_cpu_cores"]), level
             assert _positive(level["p50_ms"]) and level["p99_ms"] >= level["p50_ms"], level
             assert set(level["by_endpoint"]) == {"study", "trials", "reports"}
             assert all(e["requests"] > 0 for e in level["by_endpoint"].values()), level["by_endpoint"]

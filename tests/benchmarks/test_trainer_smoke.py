@@ -44,7 +44,7 @@ def run_smoke(script: str, out: Path, *extra: str) -> dict[str, Any]:
     return results
 
 
-def test_trainer_smoke(tmp_path: Path) -> None:
+def test_trainer_smoke(tmp_path: Path, benchmarks_on_path: None) -> None:
     results = run_smoke("trainer.py", tmp_path)
     steps, memory = results["step_time"]["methods"], results["memory"]
     assert set(steps) == {"peml", "lora+prefix", "lora"}
@@ -64,6 +64,42 @@ def test_trainer_smoke(tmp_path: Path) -> None:
     assert params == sorted(params) and len(set(params)) == len(params)
     for entry in by_rank.values():
         assert entry["total_increase_mib"] > 0 and entry["peak_training_mib"] > 0
+    # Against the machine's limit: the peak measured before and after, FLOPs per step, MFU from every step.
+    for when in ("before", "after"):
+        assert results["peak"][when]["float32"]["gflops"] > 0
+    settings = results["settings"]
+    for entry in steps.values():
+        assert len(entry["step_s"]) == settings["steps"] * settings["reps"]
+        # MiniLM's 6 layers hold 4 x 384 x 384 + 2 x 384 x 1536 = 1,769,472 weights each in products (embeddings
+        # are look-ups): the forward alone is 2 x 6 x 1,769,472 x 2,048 tokens = 43.5 GFLOP, and LoRA in the
+        # first layer needs every input gradient, ~as much again. Full fine-tuning would be < 3x that + attention.
+        forward = 2 * 6 * 1_769_472 * 16 * 128
+        assert 2 * forward < entry["flops_per_step"] < 3.5 * forward
+    # PEML's prefix lengthens every attention's keys: more FLOPs than LoRA alone.
+    assert steps["peml"]["flops_per_step"] > steps["lora"]["flops_per_step"]
+    import trainer
+
+    report = (tmp_path / "trainer.md").read_text()
+    assert report == trainer.summarize(results)
+    assert "**Not a reference run** (a smoke run;" in report and "MFU median" in report
+
+
+def test_decoder_path_in_bf16(tmp_path: Path, benchmarks_on_path: None) -> None:
+    """The GPU command's code path (a decoder built from a config, the whole model in bf16) at a tiny size on
+    the CPU: every method builds, steps with a finite loss, and has its FLOPs counted."""
+    import torch
+    import trainer
+    from _flops import count_flops
+
+    args = trainer.parse_args(["--model", "decoder-tiny", "--dtype", "bfloat16", "--data", str(DATA), "--smoke"])
+    args.model_path = trainer.model_path(args, tmp_path)
+    assert trainer.output_name(args.model, "cuda:0") == "trainer_decoder-tiny_cuda"
+    for method in trainer.METHODS:
+        step = trainer.make_trainer(method, 4, args)
+        assert all(p.dtype == torch.bfloat16 for p in step.model.parameters())
+        assert step.step() > 0 and count_flops(step.step) > 0
+        losses = step.model.task_losses(step.batch)
+        assert all(torch.isfinite(loss) for loss in losses)
 
 
 def test_search_efficiency_smoke(tmp_path: Path) -> None:
