@@ -34,6 +34,7 @@ what puts the trial's result back into it.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from ray.tune.experiment import Trial as TuneTrial
@@ -80,6 +81,10 @@ class Reconciler:
             result = self._final_result(row.id)
             controller.search_alg.on_trial_complete(trial.trial_id, result=result, error=result is None and row.state == "failed")
             controller.stop_trial(trial)  # the searcher already heard; the callbacks leave the finished row as it is
+        for trial in trials:
+            row = rows.get(trial.trial_id)
+            if trial.status in (TuneTrial.PENDING, TuneTrial.PAUSED) and (row is None or row.state in UNFINISHED_TRIAL_STATES):
+                repoint_missing_checkpoint(trial, study_id=self.study_id)
         for lost in self.store.forget_unknown_trials(self.study_id, known_ray_ids={t.trial_id for t in trials}):
             log.warning("study %s: trial %s (Ray %s) started just before the crash and is unknown to Tune's saved "
                         "state; %s", self.study_id, lost.id, lost.ray_trial_id,
@@ -95,6 +100,43 @@ class Reconciler:
             return None
         last = reports[-1]
         return {**last.metrics, self.metric: last.objective}
+
+
+def repoint_missing_checkpoint(trial: TuneTrial, *, study_id: int) -> None:
+    """Point a restored trial at a checkpoint that exists, when the one Tune saved is gone.
+
+    Ray's retention (``num_to_keep``) deletes a trial's previous checkpoint as soon as the
+    next one registers; Tune saves its experiment state a moment later. A control plane
+    killed in between restores a trial whose recorded checkpoint no longer exists, and
+    Ray's ``Trainable.restore`` then fails on the worker before any code of ours runs:
+    every retry fails the same way and the trial ends failed. Here, before the trial
+    starts, its record is pointed at the newest complete checkpoint beside the missing one
+    (the newer one that replaced it), or cleared when none survives (the trial starts
+    afresh; SQL keeps each epoch's report once). Local storage only: on remote storage
+    the trainable's own fallback (:func:`~searchsvc.dispatch.trainable.resume_source`) is
+    all there is."""
+    import pyarrow.fs
+    from ray.tune import Checkpoint
+
+    from workers import newest_resumable
+
+    result = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    if result is None or result.checkpoint is None or not isinstance(result.checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return
+    recorded = Path(result.checkpoint.path)
+    if recorded.is_dir():
+        return
+    found = newest_resumable(sorted(recorded.parent.glob("checkpoint_*")))
+    if found is None:
+        log.warning("study %s: Ray trial %s: checkpoint %s is gone and none survives beside it; it starts afresh",
+                    study_id, trial.trial_id, recorded)
+        trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None  # noqa: SLF001 (Ray has no setter)
+        trial._restore_checkpoint_result = None  # noqa: SLF001
+    else:
+        log.warning("study %s: Ray trial %s: checkpoint %s is gone; it continues from %s", study_id, trial.trial_id,
+                    recorded, found)
+        result.checkpoint = Checkpoint(path=str(found), filesystem=result.checkpoint.filesystem)
+    trial.invalidate_json_state()
 
 
 class _ReconcileFirst:

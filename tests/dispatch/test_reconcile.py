@@ -37,6 +37,12 @@ class _Controller:
         trial.status = TuneTrial.TERMINATED
 
 
+def _trial(trial_id: str, status: str) -> SimpleNamespace:
+    """A restored Tune trial as the reconciler sees it: id, status, and no checkpoint yet."""
+    no_checkpoint = SimpleNamespace(checkpoint_manager=SimpleNamespace(latest_checkpoint_result=None))
+    return SimpleNamespace(trial_id=trial_id, status=status, run_metadata=no_checkpoint)
+
+
 def test_finished_trials_end_without_running_and_unknown_ones_are_settled(store: Store, minimal_spec: dict) -> None:
     owner, _ = store.issue_token("alice")
     study = store.create_study(owner.id, parse_spec(minimal_spec))
@@ -47,7 +53,7 @@ def test_finished_trials_end_without_running_and_unknown_ones_are_settled(store:
     failed = store.finish_trial(store.start_trial(study.id, ray_trial_id="failed", config={}).id, "failed", error="boom")
     running = store.start_trial(study.id, ray_trial_id="running", config={})
     store.start_trial(study.id, ray_trial_id="orphan", config={})  # started just before the crash; Tune never saved it
-    tune = _Controller([SimpleNamespace(trial_id=i, status=s) for i, s in [
+    tune = _Controller([_trial(i, s) for i, s in [
         ("done", TuneTrial.PENDING), ("failed", TuneTrial.PENDING), ("running", TuneTrial.PENDING),
         ("new", TuneTrial.PENDING)]])
 

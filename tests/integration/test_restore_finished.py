@@ -203,6 +203,9 @@ def test_a_trial_stopped_by_asha_trains_no_further_epoch(backend: str, tmp_path:
         live = LiveService(first, Client(first.url, token), store, tasks, tiny_bert)
         study = live.client.create_study(study_spec(live, name="asha-then-kill", search={
             "num_trials": 6, "max_concurrent": 1, "scheduler": "asha", "grace_period": 2, "reduction_factor": 2,
+            # ASHA ranks by the training loss: a vanishing lr leaves it where it starts, a large one lowers it, so
+            # the two values never tie (accuracy on ~10 held-out rows can, and a tie stops nothing)
+            "metric": "train_loss", "mode": "min",
             "algorithm": "random", "space": {"lr": {"type": "choice", "values": [1e-12, 5e-2]}}},
             train={"max_epochs": max_epochs, "patience": 100, "batch_size": 8, "max_seq_len": 16, "seed": 0}))
         copies: list[dict[str, bytes]] = []  # each distinct saved state Tune wrote, in order

@@ -99,3 +99,37 @@ def test_a_trial_continues_from_the_survivor(ray_like_trial_folder, tmp_path: Pa
     run_trial({"lr": 1e-2}, spec=spec, report=lambda m, c: calls.append(m), workdir=tmp_path / "work", resume_from=source)
     assert [m["epoch"] for m in calls] == [3]
     assert calls[0]["resumed_from_epoch"] == 2
+
+
+def test_a_restored_trial_whose_recorded_checkpoint_is_gone_is_pointed_at_the_survivor(  # type: ignore[no-untyped-def]
+    ray_like_trial_folder, tmp_path: Path
+) -> None:
+    """Ray's own ``Trainable.restore`` fails on a missing folder before the trainable runs, so
+    the driver repairs Tune's record before the trial starts (the reconciler's first step)."""
+    import pyarrow.fs
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from searchsvc.dispatch.reconcile import repoint_missing_checkpoint
+
+    def restored_trial(recorded: Path) -> TuneTrial:
+        trial = TuneTrial("__fake", stub=True, checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        trial.run_metadata.checkpoint_manager.register_checkpoint(_TrainingResult(
+            checkpoint=tune.Checkpoint(path=str(recorded), filesystem=pyarrow.fs.LocalFileSystem()), metrics={}))
+        return trial
+
+    folder = _fresh_copy(ray_like_trial_folder[0], tmp_path)
+    intact = restored_trial(folder / "checkpoint_000001")
+    repoint_missing_checkpoint(intact, study_id=1)
+    assert intact.checkpoint.path == str(folder / "checkpoint_000001")  # there: left alone
+
+    shutil.rmtree(folder / "checkpoint_000001")  # retention deleted it; checkpoint_000002 replaced it
+    gone = restored_trial(folder / "checkpoint_000001")
+    repoint_missing_checkpoint(gone, study_id=1)
+    assert gone.checkpoint.path == str(folder / "checkpoint_000002")
+
+    for survivor in folder.glob("checkpoint_*"):
+        shutil.rmtree(survivor)
+    nothing = restored_trial(folder / "checkpoint_000002")
+    repoint_missing_checkpoint(nothing, study_id=1)
+    assert nothing.checkpoint is None  # starts afresh rather than failing every retry
