@@ -130,8 +130,8 @@ def repoint_missing_checkpoint(trial: TuneTrial, *, study_id: int) -> None:
     if found is None:
         log.warning("study %s: Ray trial %s: checkpoint %s is gone and none survives beside it; it starts afresh",
                     study_id, trial.trial_id, recorded)
-        trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None  # noqa: SLF001 (Ray has no setter)
-        trial._restore_checkpoint_result = None  # noqa: SLF001
+        trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None  # Ray has no setter
+        trial._restore_checkpoint_result = None
     else:
         log.warning("study %s: Ray trial %s: checkpoint %s is gone; it continues from %s", study_id, trial.trial_id,
                     recorded, found)
