@@ -149,10 +149,6 @@ class TaskData:
             return None
         return float(self.labels[0]), float(self.labels[1])
 
-    def head_info(self) -> dict[str, Any]:
-        """JSON-ready :class:`TaskInfo`, stored with checkpoints to rebuild the model without data."""
-        return self.info.to_dict()
-
 
 def load_spec_tasks(spec: StudySpec) -> list[TaskData]:
     """Load every task of a study, applying the spec's per-task row limits."""

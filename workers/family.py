@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 FAMILIES: tuple[str, ...] = ("encoder", "seq2seq", "causal")
@@ -34,11 +34,6 @@ def detect_family(config: Any) -> str:
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return "causal"
     return "encoder"
-
-
-def model_family(model_path: str) -> str:
-    """The family of the model at ``model_path`` (reads its config only)."""
-    return detect_family(AutoConfig.from_pretrained(model_path))
 
 
 def load_base(model_path: str, family: str) -> PreTrainedModel:

@@ -28,11 +28,6 @@ from workers.multitask import MultiTaskBase
 CONFLICT_SAMPLE_EVERY = 10
 
 
-def shared_parameters(model: MultiTaskBase) -> list[torch.nn.Parameter]:
-    """Parameters every task trains (LoRA, prefix, α), i.e. all trainable ones but the heads."""
-    return [p for _, p in _named_shared(model)]
-
-
 def _named_shared(model: MultiTaskBase) -> list[tuple[str, torch.nn.Parameter]]:
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad and not name.startswith("heads.")]
 

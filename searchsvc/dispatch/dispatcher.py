@@ -104,9 +104,6 @@ class Dispatcher:
             runner.log_file.close()
         self._runners.clear()
 
-    def running_study_ids(self) -> list[int]:
-        return sorted(self._runners)
-
     # ---- the loop ---------------------------------------------------------------------
 
     def _loop(self) -> None:
