@@ -81,6 +81,7 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
     from ray import tune
 
     from searchsvc.dispatch.callbacks import StopWhenRequested, StoreCallback
+    from searchsvc.dispatch.naming import TrialNamer
     from searchsvc.dispatch.optuna_attrs import TrialAnnotator
     from searchsvc.dispatch.optuna_storage import make_optuna_storage
     from searchsvc.dispatch.searchers import make_searcher
@@ -106,6 +107,7 @@ def build_tuner(store: Store, study_id: int, spec: StudySpec, *, storage_dir: Pa
             num_samples=search.num_trials,
             metric=OBJECTIVE_KEY,  # search.metric as the trial measured it, on the selection split
             mode=search.mode,
+            trial_name_creator=TrialNamer(study_id),  # study-7/trial-3 in Ray's dashboard
         ),
         run_config=tune.RunConfig(
             name=experiment_name(study_id),
@@ -148,6 +150,7 @@ def run_study(store: Store, study_id: int, *, ray_address: str | None, storage_d
 def export_best(store: Store, study_id: int, artifacts_dir: Path) -> str | None:
     """Export the best trial's best checkpoint as the study's artifact; returns an error
     text if that failed (the study's result stands either way)."""
+    from searchsvc.dispatch.naming import export_task_name
     from searchsvc.dispatch.trainable import export_on_ray
 
     best = store.best_trial(study_id)
@@ -158,9 +161,9 @@ def export_best(store: Store, study_id: int, artifacts_dir: Path) -> str | None:
     if not checkpoint or not Path(checkpoint).is_dir():
         return "artifact not exported: the best trial's checkpoint is not on the machine that runs the study"
     try:
-        path = export_on_ray(checkpoint, str(artifacts_dir / f"study-{study_id}"))
+        path = export_on_ray(checkpoint, str(artifacts_dir / f"study-{study_id}"), task_name=export_task_name(study_id))
         pack_once(Path(path), name=artifact_name(study_id))  # before the path is known: a download finds it packed
-    except Exception as exc:  # noqa: BLE001 - reported on the study, never fatal to it
+    except Exception as exc:  # reported on the study, never fatal to it
         log.exception("study %s: export failed", study_id)
         return f"artifact export failed: {summarize(f'{type(exc).__name__}: {exc}')}"
     store.set_artifact(study_id, path)

@@ -16,20 +16,21 @@ from typing import Any
 
 import pyarrow.fs
 from ray import tune
+from ray.tune.trainable import Trainable, wrap_function
 
 from searchsvc.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
 
-def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
+def make_trainable(spec: StudySpec) -> type[Trainable]:
     spec_data = spec.to_dict()
 
     def searchsvc_trial(config: dict[str, Any]) -> None:
+        import ray
+
         from searchsvc.spec import parse_spec
         from workers import run_trial
-
-        import ray
 
         trial_spec = parse_spec(spec_data)  # re-checked on the worker: its task folders must exist there too
         node_id = ray.get_runtime_context().get_node_id()
@@ -45,7 +46,23 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
                       resume_from=resume_source(tune.get_checkpoint(), f"{workdir}/resume"))
 
     resources: dict[str, float] = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu, **spec.resources.custom}
-    return tune.with_resources(searchsvc_trial, resources)
+    return tune.with_resources(named_actor_trainable(searchsvc_trial), resources)
+
+
+def named_actor_trainable(trial_fn: Callable[[dict[str, Any]], None]) -> type[Trainable]:
+    """Tune's class for a function trainable, whose actors show their trial's name.
+
+    Ray's dashboard shows an actor's ``repr`` beside its class; Tune's function actors
+    all answer the function's name. This one answers the Tune trial's name, which the
+    study runner makes ``study-7/trial-3`` (see ``naming``). The trainable's registered
+    name stays the function's, so an experiment saved before still restores.
+    """
+
+    class SearchsvcTrial(wrap_function(trial_fn)):  # type: ignore[misc]
+        def __repr__(self) -> str:
+            return str(self.trial_name)
+
+    return SearchsvcTrial
 
 
 def resume_source(saved: tune.Checkpoint | None, workdir: str) -> str | None:
@@ -74,9 +91,10 @@ def resume_source(saved: tune.Checkpoint | None, workdir: str) -> str | None:
     return str(found)
 
 
-def export_on_ray(checkpoint_dir: str, out_dir: str) -> str:
+def export_on_ray(checkpoint_dir: str, out_dir: str, *, task_name: str) -> str:
     """Build the artifact from a checkpoint in a Ray task (on a worker, like training:
-    the control plane itself never loads a model). Returns the artifact directory."""
+    the control plane itself never loads a model), named ``task_name`` in Ray's
+    dashboard. Returns the artifact directory."""
     import ray
 
     @ray.remote(num_cpus=1)
@@ -85,4 +103,4 @@ def export_on_ray(checkpoint_dir: str, out_dir: str) -> str:
 
         return str(export_artifact(checkpoint, out))
 
-    return str(ray.get(searchsvc_export.remote(checkpoint_dir, out_dir)))
+    return str(ray.get(searchsvc_export.options(name=task_name).remote(checkpoint_dir, out_dir)))

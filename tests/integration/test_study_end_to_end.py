@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
 
 from tests.integration.conftest import LiveService, dump_on_failure, study_spec
+from tests.utils.ray_cluster import RAY_ENV
 
 pytestmark = pytest.mark.integration
+
+
+def _ray_names(dashboard_url: str, *, prefix: str) -> dict[str, list[str]]:
+    """The names starting with ``prefix`` of the actors (their repr) and tasks in Ray's state
+    API, asked from a process of its own: the service's Ray requires a token, which a
+    client reads only with ``RAY_AUTH_MODE=token`` set when it starts."""
+    program = (
+        "import json, sys; from ray.util.state import list_actors, list_tasks; url, prefix = sys.argv[1:];"
+        "actors = list_actors(address=url, detail=True, limit=10_000, raise_on_missing_output=False);"
+        "tasks = list_tasks(address=url, filters=[('name', '=', prefix + 'export')], raise_on_missing_output=False);"
+        "print(json.dumps({'actors': [a.repr_name for a in actors if (a.repr_name or '').startswith(prefix)],"
+        " 'tasks': [t.name for t in tasks]}))"
+    )
+    out = subprocess.run([sys.executable, "-c", program, dashboard_url, prefix], capture_output=True, text=True,
+                         env={**os.environ, **RAY_ENV}, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_four_trial_study_runs_end_to_end(live: LiveService, tmp_path) -> None:
@@ -60,6 +80,11 @@ def test_four_trial_study_runs_end_to_end(live: LiveService, tmp_path) -> None:
     predictor = load(tmp_path / "artifact" / f"study-{study.id}-artifact")
     rows = [json.loads(line) for line in open(live.tasks[0]["path"] + "/dev.jsonl")][:5]
     assert len(predictor.predict("senti", rows)) == 5
+
+    # Ray's dashboard names each trial's actor after the study and our trial number, and the export task
+    names = _ray_names(study.dashboard_url, prefix=f"study-{study.id}/")
+    assert set(names["actors"]) == {f"study-{study.id}/trial-{t['number']}" for t in trials}, names
+    assert names["tasks"] == [f"study-{study.id}/export"], names
 
 
 def test_a_study_on_train_loss_min_picks_the_lowest(live: LiveService) -> None:
