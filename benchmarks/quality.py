@@ -43,13 +43,15 @@ SUITES = {"main": ["sst2", "stsb", "wic"], "second": ["rte", "mrpc", "cola"]}
 LR = {"type": "loguniform", "low": 1e-4, "high": 1e-2}
 RANK = {"type": "int", "low": 4, "high": 16, "log": True}
 PREFIX = {"type": "int", "low": 5, "high": 20}
-# label -> (method, coordination, space)
-METHODS: dict[str, tuple[str, dict[str, Any] | None, dict[str, Any]]] = {
+# label -> (method, coordination, space[, train settings of this row only])
+METHODS: dict[str, tuple[Any, ...]] = {
     "head": ("head", None, {"lr": {"type": "loguniform", "low": 1e-4, "high": 3e-2}}),
     "lora": ("lora", None, {"lr": LR, "lora_rank": RANK}),
     "adalora": ("adalora", None, {"lr": LR, "lora_rank": RANK}),
     "prefix": ("prefix", None, {"lr": LR, "prefix_length": PREFIX}),
     "lora+prefix": ("lora+prefix", None, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
+    # LP-FT: LoRA after 2 epochs of fitting the heads on the starting model's features (train.probe_epochs)
+    "lora+lpft": ("lora", None, {"lr": LR, "lora_rank": RANK}, {"probe_epochs": 2}),
     "peml": ("peml", None, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
     "peml+coordination": ("peml", {"enabled": True, "every_k": 1}, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
     # The method as a search dimension: one study, the same budget, whichever method wins
@@ -72,10 +74,11 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_spec(label: str, args: argparse.Namespace, *, seed: int, dev: int | None, search: dict[str, Any] | None = None) -> Any:
-    method, coordination, _ = METHODS[label]
+    method, coordination = METHODS[label][:2]
+    overrides = METHODS[label][3] if len(METHODS[label]) > 3 else {}
     train = {"max_epochs": args.epochs, "patience": args.patience, "batch_size": 16, "max_seq_len": args.max_seq_len,
              "seed": seed, "max_train_examples": args.train, "max_dev_examples": dev, "subset": "random",
-             "selection": "holdout", "holdout_fraction": HOLDOUT, "dev_scores": "best_epoch"}
+             "selection": "holdout", "holdout_fraction": HOLDOUT, "dev_scores": "best_epoch", **overrides}
     return study_spec(name=f"quality-{args.suite}-{label}", model=args.model, tasks=args.task_entries, method=method,
                       coordination=coordination, train=train, search=search)
 

@@ -56,6 +56,7 @@ from workers.data import TaskData, load_spec_tasks
 from workers.encoder import MultiTaskModel
 from workers.model import build_model, resolve_pair_encoding
 from workers.multitask import MultiTaskBase
+from workers.nas.budget import check_parameter_budget
 from workers.peml import PemlTraining, discretization_metrics, searched_prefix, split_held_out
 from workers.probe import probe_heads
 from workers.sampling import MultiTaskSampler, sampling_weights
@@ -315,9 +316,9 @@ def _split_for_alpha(train_rows: list[int]) -> tuple[list[int], list[int]]:
 
 
 def _check_budget(method: str, *, trainable: int, base: int) -> None:
-    if method == "peml" and base >= BUDGET_MIN_BASE and trainable > PARAMETER_BUDGET * base:
-        raise ValueError(f"peml adds {trainable:,} trainable parameters, {trainable / base:.1%} of the base model's "
-                         f"{base:,} (limit {PARAMETER_BUDGET:.0%}): lower prefix_length, nas_cells, lora_rank or peml.width")
+    if method == "peml" and base >= BUDGET_MIN_BASE:
+        check_parameter_budget(trainable, base, fraction=PARAMETER_BUDGET, what="peml's trainable parameters",
+                               remedy="Lower prefix_length, nas_cells, lora_rank or peml.width.")
 
 
 def train_and_score_epoch(trial: TrialParts, *, epoch: int, global_step: int) -> dict[str, Any]:

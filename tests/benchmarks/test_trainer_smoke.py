@@ -122,7 +122,7 @@ def test_search_efficiency_smoke(tmp_path: Path) -> None:
 
 
 def test_quality_smoke(tmp_path: Path) -> None:
-    methods = "head,lora,peml,auto"
+    methods = "head,lora,lora+lpft,peml,auto"
     results = run_smoke("quality.py", tmp_path, "--methods", methods)
     tasks = results["settings"]["tasks"]
     assert set(results["methods"]) == set(methods.split(","))

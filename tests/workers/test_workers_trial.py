@@ -217,3 +217,15 @@ def test_probe_epochs_fit_the_heads_before_the_first_step_and_the_first_report_s
             assert probe_keys == set()
         losses[probe] = first["train_loss"]
     assert losses[20] < losses[0]
+
+
+def test_peml_parameter_budget_is_the_one_shared_check() -> None:
+    """One budget rule (workers.nas.budget), applied by the trial to PEML on real-size models:
+    3,000,000 added on a 22,000,000 base is 13.64% > 10%; 2,200,000 is exactly the limit."""
+    from workers.trial import _check_budget
+
+    with pytest.raises(ValueError, match=r"3,000,000 parameters, 13\.64% .* 10% \(2,200,000\)\. Lower prefix_length"):
+        _check_budget("peml", trainable=3_000_000, base=22_000_000)
+    _check_budget("peml", trainable=2_200_000, base=22_000_000)
+    _check_budget("lora", trainable=9_000_000, base=22_000_000)  # the budget is PEML's promise only
+    _check_budget("peml", trainable=3_000_000, base=9_000_000)  # tiny test models are exempt

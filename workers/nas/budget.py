@@ -8,7 +8,14 @@ say exactly how far over budget a configuration is.
 from __future__ import annotations
 
 
-def check_parameter_budget(added: int, base: int, *, fraction: float = 0.10, what: str = "the added modules") -> int:
+def check_parameter_budget(
+    added: int,
+    base: int,
+    *,
+    fraction: float = 0.10,
+    what: str = "the added modules",
+    remedy: str = "Lower the prefix width, the number of cells or the prefix length.",
+) -> int:
     """Return ``added`` if it is at most ``fraction`` of ``base`` parameters.
 
     Raises:
@@ -25,7 +32,6 @@ def check_parameter_budget(added: int, base: int, *, fraction: float = 0.10, wha
     if added > limit:
         raise ValueError(
             f"{what} add {added:,} parameters, {added / base:.2%} of the base model's {base:,}; "
-            f"the budget is {fraction:.0%} ({int(limit):,}). Lower the prefix width, the number of cells "
-            f"or the prefix length."
+            f"the budget is {fraction:.0%} ({int(limit):,}). {remedy}"
         )
     return added
