@@ -53,6 +53,7 @@ METHODS: dict[str, tuple[Any, ...]] = {
     # LP-FT: LoRA after 2 epochs of fitting the heads on the starting model's features (train.probe_epochs)
     "lora+lpft": ("lora", None, {"lr": LR, "lora_rank": RANK}, {"probe_epochs": 2}),
     "peml": ("peml", None, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
+    "peml+lpft": ("peml", None, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}, {"probe_epochs": 2}),
     "peml+coordination": ("peml", {"enabled": True, "every_k": 1}, {"lr": LR, "lora_rank": RANK, "prefix_length": PREFIX}),
     # The method as a search dimension: one study, the same budget, whichever method wins
     # (the spec's own method is then unused; each trial draws only its method's dimensions).
