@@ -40,12 +40,12 @@ def run_trial(
     return _run_trial(config, spec=spec, report=report, workdir=workdir, resume_from=resume_from)
 
 
-def newest_resumable(directories: Iterable[str | Path]) -> Path | None:
+def newest_resumable(directories: Iterable[str | Path], *, max_epoch: int | None = None) -> Path | None:
     """The newest complete checkpoint among ``directories``; see
     :func:`workers.checkpoint.newest_resumable`."""
     from workers.checkpoint import newest_resumable as _newest
 
-    return _newest(directories)
+    return _newest(directories, max_epoch=max_epoch)
 
 
 def export_artifact(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:

@@ -147,9 +147,13 @@ def load_training_state(directory: str | Path) -> dict[str, Any]:
     return dict(torch.load(path, map_location="cpu", weights_only=False))
 
 
-def newest_resumable(directories: Iterable[str | Path]) -> Path | None:
-    """The checkpoint with the highest epoch among ``directories`` that a trial can resume
-    from, or None.
+def newest_resumable(directories: Iterable[str | Path], *, max_epoch: int | None = None) -> Path | None:
+    """The checkpoint with the highest epoch (at most ``max_epoch``, if given) among
+    ``directories`` that a trial can resume from, or None.
+
+    ``max_epoch``: the last epoch whose report the service holds. A newer checkpoint can
+    exist on disk whose report never arrived (the worker saved it, the control plane died
+    before it heard); resuming from it would skip that epoch's report for good.
 
     A crash of the control plane can leave a trial's folder with a checkpoint copy cut
     short (Ray copies file by file) or without the checkpoint Tune last recorded (deleted
@@ -165,6 +169,8 @@ def newest_resumable(directories: Iterable[str | Path]) -> Path | None:
             load_training_state(folder)
             epoch = int(info["epoch"])
         except Exception:  # noqa: BLE001 - any unreadable part makes the folder unusable
+            continue
+        if max_epoch is not None and epoch > max_epoch:
             continue
         if best is None or epoch > best[0]:
             best = (epoch, folder)

@@ -19,6 +19,7 @@ import logging
 import math
 from typing import Any
 
+from optuna.exceptions import UpdateFinishedTrialError
 from ray.tune.search.optuna import OptunaSearch
 
 from searchsvc.errors import NotFoundError
@@ -80,6 +81,10 @@ class AnnotatedOptunaSearch(OptunaSearch):
             ot_trial = self._ot_trials[trial_id]
             for key, value in self._annotate(trial_id, result).items():
                 ot_trial.set_user_attr(key, value)
+        except UpdateFinishedTrialError:
+            # a restored searcher told again of a trial Optuna already holds as finished (the reconciler's
+            # replay of SQL's final value): its attributes were written before its first end
+            log.debug("Optuna trial for Ray trial %s is already finished; attributes kept", trial_id)
         except Exception:  # annotations are a courtesy; the search goes on
             log.warning("could not annotate Optuna trial for Ray trial %s", trial_id, exc_info=True)
 

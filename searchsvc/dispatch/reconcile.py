@@ -84,7 +84,8 @@ class Reconciler:
         for trial in trials:
             row = rows.get(trial.trial_id)
             if trial.status in (TuneTrial.PENDING, TuneTrial.PAUSED) and (row is None or row.state in UNFINISHED_TRIAL_STATES):
-                repoint_missing_checkpoint(trial, study_id=self.study_id)
+                reported = [r.epoch for r in self.store.list_reports(self.study_id, row.id)] if row is not None else []
+                repoint_missing_checkpoint(trial, study_id=self.study_id, last_reported_epoch=max(reported, default=0))
         for lost in self.store.forget_unknown_trials(self.study_id, known_ray_ids={t.trial_id for t in trials}):
             log.warning("study %s: trial %s (Ray %s) started just before the crash and is unknown to Tune's saved "
                         "state; %s", self.study_id, lost.id, lost.ray_trial_id,
@@ -102,7 +103,7 @@ class Reconciler:
         return {**last.metrics, self.metric: last.objective}
 
 
-def repoint_missing_checkpoint(trial: TuneTrial, *, study_id: int) -> None:
+def repoint_missing_checkpoint(trial: TuneTrial, *, study_id: int, last_reported_epoch: int) -> None:
     """Point a restored trial at a checkpoint that exists, when the one Tune saved is gone.
 
     Ray's retention (``num_to_keep``) deletes a trial's previous checkpoint as soon as the
@@ -111,8 +112,10 @@ def repoint_missing_checkpoint(trial: TuneTrial, *, study_id: int) -> None:
     Ray's ``Trainable.restore`` then fails on the worker before any code of ours runs:
     every retry fails the same way and the trial ends failed. Here, before the trial
     starts, its record is pointed at the newest complete checkpoint beside the missing one
-    (the newer one that replaced it), or cleared when none survives (the trial starts
-    afresh; SQL keeps each epoch's report once). Local storage only: on remote storage
+    whose epoch SQL holds a report for (``last_reported_epoch``: a newer checkpoint whose
+    report never arrived would skip that report for good), or cleared when none survives
+    (the trial starts afresh). Epochs trained again are reported again; SQL keeps each
+    epoch's first report. Local storage only: on remote storage
     the trainable's own fallback (:func:`~searchsvc.dispatch.trainable.resume_source`) is
     all there is."""
     import pyarrow.fs
@@ -126,7 +129,7 @@ def repoint_missing_checkpoint(trial: TuneTrial, *, study_id: int) -> None:
     recorded = Path(result.checkpoint.path)
     if recorded.is_dir():
         return
-    found = newest_resumable(sorted(recorded.parent.glob("checkpoint_*")))
+    found = newest_resumable(sorted(recorded.parent.glob("checkpoint_*")), max_epoch=last_reported_epoch)
     if found is None:
         log.warning("study %s: Ray trial %s: checkpoint %s is gone and none survives beside it; it starts afresh",
                     study_id, trial.trial_id, recorded)

@@ -120,16 +120,21 @@ def test_a_restored_trial_whose_recorded_checkpoint_is_gone_is_pointed_at_the_su
 
     folder = _fresh_copy(ray_like_trial_folder[0], tmp_path)
     intact = restored_trial(folder / "checkpoint_000001")
-    repoint_missing_checkpoint(intact, study_id=1)
+    repoint_missing_checkpoint(intact, study_id=1, last_reported_epoch=2)
     assert intact.checkpoint.path == str(folder / "checkpoint_000001")  # there: left alone
 
-    shutil.rmtree(folder / "checkpoint_000001")  # retention deleted it; checkpoint_000002 replaced it
+    shutil.rmtree(folder / "checkpoint_000001")  # retention deleted epoch 2's; epoch 3's replaced it
     gone = restored_trial(folder / "checkpoint_000001")
-    repoint_missing_checkpoint(gone, study_id=1)
+    repoint_missing_checkpoint(gone, study_id=1, last_reported_epoch=3)
     assert gone.checkpoint.path == str(folder / "checkpoint_000002")
+    # SQL never heard of epoch 3 (killed before its report arrived): resuming from its checkpoint would
+    # skip that report for good, so the trial goes back to epoch 1's checkpoint and trains 2 and 3 again
+    unheard = restored_trial(folder / "checkpoint_000001")
+    repoint_missing_checkpoint(unheard, study_id=1, last_reported_epoch=2)
+    assert unheard.checkpoint.path == str(folder / "checkpoint_000000")
 
     for survivor in folder.glob("checkpoint_*"):
         shutil.rmtree(survivor)
     nothing = restored_trial(folder / "checkpoint_000002")
-    repoint_missing_checkpoint(nothing, study_id=1)
+    repoint_missing_checkpoint(nothing, study_id=1, last_reported_epoch=3)
     assert nothing.checkpoint is None  # starts afresh rather than failing every retry
