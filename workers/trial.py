@@ -317,7 +317,7 @@ def _split_for_alpha(train_rows: list[int]) -> tuple[list[int], list[int]]:
 
 def _check_budget(method: str, *, trainable: int, base: int) -> None:
     if method == "peml" and base >= BUDGET_MIN_BASE:
-        check_parameter_budget(trainable, base, fraction=PARAMETER_BUDGET, what="peml's trainable parameters",
+        check_parameter_budget(trainable, base, fraction=PARAMETER_BUDGET, what="peml",
                                remedy="Lower prefix_length, nas_cells, lora_rank or peml.width.")
 
 

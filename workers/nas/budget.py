@@ -13,7 +13,7 @@ def check_parameter_budget(
     base: int,
     *,
     fraction: float = 0.10,
-    what: str = "the added modules",
+    what: str = "an adapter",
     remedy: str = "Lower the prefix width, the number of cells or the prefix length.",
 ) -> int:
     """Return ``added`` if it is at most ``fraction`` of ``base`` parameters.
@@ -31,7 +31,7 @@ def check_parameter_budget(
     limit = fraction * base
     if added > limit:
         raise ValueError(
-            f"{what} add {added:,} parameters, {added / base:.2%} of the base model's {base:,}; "
+            f"{what} adds {added:,} parameters, {added / base:.2%} of the base model's {base:,}; "
             f"the budget is {fraction:.0%} ({int(limit):,}). {remedy}"
         )
     return added
