@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from workers.artifact import Predictor
     from workers.data import FolderCheck
 
-__all__ = ["check_task_folder", "export_artifact", "load", "newest_resumable", "run_trial"]
+__all__ = ["check_task_folder", "export_artifact", "load", "newest_resumable", "resumable_beside", "run_trial"]
 
 
 def run_trial(
@@ -46,6 +46,14 @@ def newest_resumable(directories: Iterable[str | Path], *, max_epoch: int | None
     from workers.checkpoint import newest_resumable as _newest
 
     return _newest(directories, max_epoch=max_epoch)
+
+
+def resumable_beside(recorded: str | Path, *, max_epoch: int | None = None) -> Path | None:
+    """The newest complete checkpoint beside a recorded one; see
+    :func:`workers.checkpoint.resumable_beside`."""
+    from workers.checkpoint import resumable_beside as _beside
+
+    return _beside(recorded, max_epoch=max_epoch)
 
 
 def export_artifact(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:

@@ -177,6 +177,13 @@ def newest_resumable(directories: Iterable[str | Path], *, max_epoch: int | None
     return None if best is None else best[1]
 
 
+def resumable_beside(recorded: str | Path, *, max_epoch: int | None = None) -> Path | None:
+    """The newest complete checkpoint in the trial folder of ``recorded`` (a checkpoint
+    Tune recorded and that may be gone): Ray names a trial's checkpoints ``checkpoint_*``
+    side by side. ``max_epoch`` as in :func:`newest_resumable`."""
+    return newest_resumable(sorted(Path(recorded).parent.glob("checkpoint_*")), max_epoch=max_epoch)
+
+
 def checkpoint_tasks(info: Mapping[str, Any]) -> list[TaskInfo]:
     """The tasks of a checkpoint's ``checkpoint.json``, in training order."""
     if "tasks" in info:

@@ -121,7 +121,7 @@ def repoint_missing_checkpoint(trial: TuneTrial, *, study_id: int, last_reported
     import pyarrow.fs
     from ray.tune import Checkpoint
 
-    from workers import newest_resumable
+    from workers import resumable_beside
 
     result = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
     if result is None or result.checkpoint is None or not isinstance(result.checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
@@ -129,7 +129,7 @@ def repoint_missing_checkpoint(trial: TuneTrial, *, study_id: int, last_reported
     recorded = Path(result.checkpoint.path)
     if recorded.is_dir():
         return
-    found = newest_resumable(sorted(recorded.parent.glob("checkpoint_*")), max_epoch=last_reported_epoch)
+    found = resumable_beside(recorded, max_epoch=last_reported_epoch)
     if found is None:
         log.warning("study %s: Ray trial %s: checkpoint %s is gone and none survives beside it; it starts afresh",
                     study_id, trial.trial_id, recorded)

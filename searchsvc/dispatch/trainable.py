@@ -74,7 +74,7 @@ def resume_source(saved: tune.Checkpoint | None, workdir: str) -> str | None:
     beside it is used (on storage this machine can read), so the trial still loses at
     most an epoch instead of failing every retry on a missing path.
     """
-    from workers import newest_resumable
+    from workers import resumable_beside
 
     if saved is None:
         return None
@@ -83,7 +83,7 @@ def resume_source(saved: tune.Checkpoint | None, workdir: str) -> str | None:
     recorded = Path(saved.path)
     if recorded.is_dir():
         return str(recorded)
-    found = newest_resumable(sorted(recorded.parent.glob("checkpoint_*")))
+    found = resumable_beside(recorded)
     if found is None:
         log.warning("checkpoint %s is gone and no other survives beside it: the trial starts afresh", recorded)
         return None
